@@ -1,0 +1,3 @@
+"""Shared fixtures. Fixture modules live in tests/support/ and are registered here."""
+
+pytest_plugins: list[str] = []

@@ -1,0 +1,1 @@
+"""One module per sub-command: ``configure(parser)`` and ``run(args) -> int``."""

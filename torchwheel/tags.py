@@ -1,0 +1,72 @@
+"""Target → ordered wheel tags, and the target's PEP 508 marker environment. Pure.
+
+The tags are built with packaging's own ``cpython_tags`` / ``compatible_tags`` given explicit
+platforms, so the order is exactly what ``packaging.tags.sys_tags()`` returns on the Lambda
+image. The platform list mirrors ``packaging._manylinux.platform_tags`` with the runtime's
+glibc in place of the host's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from packaging import tags as _ptags
+
+if TYPE_CHECKING:
+    from .runtimes import Target
+
+__all__ = ["LEGACY_MANYLINUX", "marker_environment", "platform_tags", "target_tags"]
+
+# PEP 513 / 571 / 599 legacy aliases (the same table as packaging._manylinux).
+LEGACY_MANYLINUX: dict[tuple[int, int], str] = {
+    (2, 17): "manylinux2014",
+    (2, 12): "manylinux2010",
+    (2, 5): "manylinux1",
+}
+LEGACY_TO_GLIBC: dict[str, tuple[int, int]] = {v: k for k, v in LEGACY_MANYLINUX.items()}
+
+
+def oldest_manylinux_glibc(machine: str) -> tuple[int, int]:
+    """Oldest glibc packaging offers manylinux tags for: 2.5 on x86, 2.17 elsewhere."""
+    return (2, 5) if machine in ("x86_64", "i686") else (2, 17)
+
+
+def platform_tags(machine: str, glibc: tuple[int, int]) -> list[str]:
+    """``manylinux_2_X_<machine>`` from ``glibc`` down (with legacy aliases), then ``linux_``."""
+    oldest = oldest_manylinux_glibc(machine)
+    out: list[str] = []
+    for minor in range(glibc[1], oldest[1] - 1, -1):
+        out.append(f"manylinux_{glibc[0]}_{minor}_{machine}")
+        legacy = LEGACY_MANYLINUX.get((glibc[0], minor))
+        if legacy:
+            out.append(f"{legacy}_{machine}")
+    out.append(f"linux_{machine}")
+    return out
+
+
+def target_tags(target: Target) -> list[_ptags.Tag]:
+    """Every tag the target's CPython accepts, best first (``sys_tags()`` order)."""
+    platforms = target.platforms()
+    py = target.python
+    interpreter = target.cpython_tag
+    tags = list(_ptags.cpython_tags(py, [interpreter], platforms))
+    tags += list(_ptags.compatible_tags(py, interpreter, platforms))
+    return tags
+
+
+def marker_environment(target: Target) -> dict[str, str]:
+    """PEP 508 environment markers as seen by CPython on the Lambda image."""
+    major, minor = target.python
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": f"{major}.{minor}.0",
+        "os_name": "posix",
+        "platform_machine": target.machine,
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": f"{major}.{minor}.0",
+        "python_version": f"{major}.{minor}",
+        "sys_platform": "linux",
+    }

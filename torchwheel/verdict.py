@@ -1,0 +1,252 @@
+"""Wheel filename (+ Requires-Python, yanked) × Target → Verdict. Pure: no I/O.
+
+A verdict says whether the target's CPython would install the wheel (tag membership in
+``target.tags()``, as pip decides), how good the match is (``rank``: the index of the best
+tag, lower is better) and, when it is rejected, why, in words a user can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename as _PkgInvalidWheel
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+from wheel_filename import ParseError, WheelFilename
+
+from .errors import InvalidWheelFilename
+from .runtimes import Target
+from .tags import LEGACY_TO_GLIBC
+
+__all__ = ["ParsedWheel", "Verdict", "evaluate", "parse_wheel"]
+
+LINUX_UNVERIFIED = (
+    "{platform} promises nothing about glibc: compatible by tag but unverified; "
+    "run `torchwheel check` on the built layer to read its ELF files"
+)
+
+
+@dataclass(frozen=True)
+class ParsedWheel:
+    """A wheel filename, parsed and validated."""
+
+    filename: str
+    name: str
+    version: Version
+    build: tuple[int, str] | tuple[()]
+    tags: frozenset[Tag]
+    python_tags: tuple[str, ...]
+    abi_tags: tuple[str, ...]
+    platform_tags: tuple[str, ...]
+
+
+@lru_cache(maxsize=4096)
+def parse_wheel(filename: str) -> ParsedWheel:
+    """Parse a wheel filename; raise :class:`InvalidWheelFilename` with a clear message."""
+    base = filename.rsplit("/", 1)[-1]
+    try:
+        wf = WheelFilename.parse(base)
+        name, version, build, tags = parse_wheel_filename(base)
+    except (ParseError, _PkgInvalidWheel, ValueError) as exc:
+        raise InvalidWheelFilename(f"{base}: not a valid wheel filename ({exc})") from None
+    return ParsedWheel(
+        filename=base,
+        name=str(name),
+        version=version,
+        build=build,
+        tags=tags,
+        python_tags=tuple(wf.python_tags),
+        abi_tags=tuple(wf.abi_tags),
+        platform_tags=tuple(wf.platform_tags),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one wheel for one target."""
+
+    filename: str
+    compatible: bool
+    rank: int | None
+    reasons: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    best_tag: str | None = None
+    unverified: bool = False
+    needs_glibc: tuple[int, int] | None = field(default=None)
+
+    def explain(self) -> str:
+        """One line: ``ok (tag)`` or the reasons joined by ``; ``."""
+        if self.compatible:
+            extra = f" — {'; '.join(self.warnings)}" if self.warnings else ""
+            return f"compatible ({self.best_tag}){extra}"
+        return "; ".join(self.reasons)
+
+
+@lru_cache(maxsize=64)
+def _rank_table(target: Target) -> dict[Tag, int]:
+    ranks: dict[Tag, int] = {}
+    for i, tag in enumerate(target.tags()):
+        ranks.setdefault(tag, i)
+    return ranks
+
+
+_MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_(.+)$")
+_LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(.+)$")
+_CP_RE = re.compile(r"^cp(\d)(\d+)$")
+
+
+def platform_glibc(platform: str) -> tuple[tuple[int, int], str] | None:
+    """``manylinux_2_28_x86_64`` → ``((2, 28), "x86_64")``; legacy aliases too; else None."""
+    m = _MANYLINUX_RE.match(platform)
+    if m:
+        return (int(m.group(1)), int(m.group(2))), m.group(3)
+    m = _LEGACY_RE.match(platform)
+    if m:
+        return LEGACY_TO_GLIBC[m.group(1)], m.group(2)
+    return None
+
+
+def _platform_reason(platform: str, target: Target) -> tuple[str, tuple[int, int] | None]:
+    """Why one platform tag does not fit; second item: glibc it needs, when that is why."""
+    machine = target.machine
+    rt = target.runtime
+    if platform.startswith(("win", "cygwin")):
+        return "Windows wheel", None
+    if platform.startswith("macosx"):
+        return "macOS wheel", None
+    if platform.startswith(("ios", "android", "emscripten", "pyodide", "wasi")):
+        return f"{platform.split('_')[0]} wheel; Lambda runs Linux", None
+    if platform.startswith("musllinux"):
+        return "musllinux (Alpine); Lambda uses glibc", None
+    gl = platform_glibc(platform)
+    if gl is not None:
+        need, arch = gl
+        if arch != machine:
+            return f"built for {arch}; target is {machine}", None
+        if need > rt.glibc:
+            return (
+                f"needs glibc {need[0]}.{need[1]} ({platform.rsplit('_' + arch, 1)[0]}); "
+                f"{rt.name} on {rt.os_short} has glibc {rt.glibc_str}"
+            ), need
+        return f"{platform} is not accepted by {target.label}", None
+    if platform.startswith("linux_"):
+        arch = platform[len("linux_"):]
+        if arch != machine:
+            return f"built for {arch}; target is {machine}", None
+    return f"platform {platform} is not Linux/{machine}", None
+
+
+def _python_reason(interp: str, abi: str, target: Target) -> str:
+    py = target.python
+    want = f"CPython {target.python_str}"
+    if interp.startswith("pp"):
+        return f"PyPy wheel ({interp}); Lambda runs CPython"
+    if interp.startswith(("ip", "jy", "gp")):
+        return f"{interp} wheel; Lambda runs CPython"
+    if abi.startswith("cp") and abi.endswith("t") and _CP_RE.match(abi[:-1]):
+        return f"free-threaded ABI {abi}; Lambda runs the default build"
+    if abi.startswith("cp") and abi.endswith("d") and _CP_RE.match(abi[:-1]):
+        return f"debug ABI {abi}; Lambda runs a release build"
+    m = _CP_RE.match(interp)
+    if abi == "abi3" and m:
+        need = (int(m.group(1)), int(m.group(2)))
+        if need > py:
+            return f"abi3 wheel for CPython >= {need[0]}.{need[1]}; target is {want}"
+    if m:
+        return f"{interp} wheel; target is {want}"
+    pm = re.match(r"^py(\d)(\d*)$", interp)
+    if pm:
+        if int(pm.group(1)) != py[0]:
+            return f"Python {pm.group(1)} wheel; target is {want}"
+        if pm.group(2) and (int(pm.group(1)), int(pm.group(2))) > py:
+            return f"{interp} wheel; target is {want}"
+    return f"{interp}-{abi} is not accepted by {want}"
+
+
+def evaluate(
+    wheel_filename: str,
+    target: Target,
+    *,
+    requires_python: str | None = None,
+    yanked: bool | str = False,
+) -> Verdict:
+    """Judge one wheel for one target.
+
+    ``requires_python`` is the index's ``data-requires-python`` (PEP 503 / 691); ``yanked`` is
+    ``True`` or the yank reason (PEP 592). Raises :class:`InvalidWheelFilename` for names that
+    are not wheels.
+    """
+    wheel = parse_wheel(wheel_filename)
+    ranks = _rank_table(target)
+    matched = [(ranks[t], t) for t in wheel.tags if t in ranks]
+    reasons: list[str] = []
+    warnings: list[str] = []
+    needs_glibc: tuple[int, int] | None = None
+    rank: int | None = None
+    best: Tag | None = None
+    if matched:
+        rank, best = min(matched, key=lambda rt: rt[0])
+    else:
+        platforms_ok = set(target.platforms()) | {"any"}
+        plat_reasons: list[str] = []
+        if not any(p in platforms_ok for p in wheel.platform_tags):
+            glibc_needs = []
+            for p in wheel.platform_tags:
+                reason, need = _platform_reason(p, target)
+                if need is not None:
+                    glibc_needs.append(need)
+                if reason not in plat_reasons:
+                    plat_reasons.append(reason)
+            if glibc_needs:
+                needs_glibc = min(glibc_needs)
+                # a wheel tagged for several glibcs is rejected for its lowest one
+                plat_reasons = [
+                    r for r in plat_reasons
+                    if not r.startswith("needs glibc")
+                    or r.startswith(f"needs glibc {needs_glibc[0]}.{needs_glibc[1]} ")
+                ]
+        pairs_ok = {(t.interpreter, t.abi) for t in ranks}
+        py_reasons: list[str] = []
+        pairs = [(i, a) for i in wheel.python_tags for a in wheel.abi_tags]
+        if not any(pair in pairs_ok for pair in pairs):
+            for i, a in pairs:
+                reason = _python_reason(i, a, target)
+                if reason not in py_reasons:
+                    py_reasons.append(reason)
+        reasons = py_reasons + plat_reasons
+        if not reasons:
+            reasons = [
+                f"no tag of this wheel is among the {len(ranks)} tags {target.label} accepts"
+            ]
+    if requires_python:
+        try:
+            spec = SpecifierSet(requires_python)
+        except InvalidSpecifier:
+            warnings.append(f"ignored invalid Requires-Python {requires_python!r}")
+        else:
+            full = Version(f"{target.python_str}.0")
+            if not spec.contains(full, prereleases=True) and not spec.contains(
+                Version(f"{target.python_str}.99"), prereleases=True
+            ):
+                reasons.append(f"requires Python {requires_python}")
+    if yanked:
+        why = yanked if isinstance(yanked, str) and yanked.strip() else "no reason given"
+        reasons.append(f"yanked: {why}")
+    unverified = False
+    if best is not None and best.platform.startswith("linux_"):
+        unverified = True
+        warnings.append(LINUX_UNVERIFIED.format(platform=best.platform))
+    return Verdict(
+        filename=wheel.filename,
+        compatible=not reasons,
+        rank=rank if not reasons else None,
+        reasons=tuple(reasons),
+        warnings=tuple(warnings),
+        best_tag=str(best) if best is not None else None,
+        unverified=unverified,
+        needs_glibc=needs_glibc,
+    )
