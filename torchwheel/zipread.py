@@ -1,0 +1,645 @@
+"""A small streaming zip reader shared by ``check``, remote range reads and layer building.
+
+Two entry points:
+
+* :func:`read_central_directory` parses the end-of-central-directory records (ZIP64
+  included) and the central directory through a ``read_at(offset, length)`` callable, so the
+  same code serves a local file (``os.pread``) and a remote one (HTTP ``Range`` requests). It
+  tries to need a single read: the last 64 KiB of the archive hold the end records and, for
+  most archives, the whole central directory.
+* :class:`ZipReader` opens a local zip file and streams members: stored or deflated, inflated
+  with ``isal.isal_zlib`` when it is importable (several times faster than zlib) and stdlib
+  ``zlib`` otherwise, CRC-32 checked at the end of each member. Memory is bounded by what the
+  caller asks for, never the archive.
+
+Member names are reported as they are: ``../x`` or ``/etc/passwd`` are not rejected here (the
+``check`` command reports them); :func:`is_unsafe_name` says whether a name would escape the
+extraction directory. Errors are :class:`~torchwheel.errors.ArchiveError` with a one-line
+message starting with the source's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any, BinaryIO, cast
+
+from .errors import ArchiveError
+
+__all__ = [
+    "ZIP_DEFLATED",
+    "ZIP_STORED",
+    "ZipMember",
+    "ZipReader",
+    "inflate_backend",
+    "is_unsafe_name",
+    "read_central_directory",
+]
+
+ZIP_STORED = 0
+ZIP_DEFLATED = 8
+
+_zlib: ModuleType
+try:  # isal is an optional, much faster inflate with the zlib API
+    from isal import isal_zlib as _isal_zlib
+
+    _zlib = _isal_zlib
+except ImportError:  # pragma: no cover - exercised only where isal is missing
+    _zlib = zlib
+
+#: Bytes read from the end of an archive in the first request (EOCD + most central directories).
+TAIL_READ = 64 * 1024
+#: Size of compressed input chunks read while inflating a member.
+CHUNK = 1 << 20
+
+# sig, disk, cd disk, entries here, entries, cd size, cd offset, comment length
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD_SIG = b"PK\x05\x06"
+_LOC64 = struct.Struct("<4sLQL")  # sig, disk with eocd64, eocd64 offset, disks
+_LOC64_SIG = b"PK\x06\x07"
+# sig, size, made by, needed, disk, cd disk, entries here, entries, cd size, cd offset
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+_EOCD64_SIG = b"PK\x06\x06"
+_CDH = struct.Struct("<4s4B4HL2L5H2L")
+_CDH_SIG = b"PK\x01\x02"
+_LFH = struct.Struct("<4s2B4HL2L2H")
+_LFH_SIG = b"PK\x03\x04"
+_U32_MAX = 0xFFFFFFFF
+_U16_MAX = 0xFFFF
+
+#: Compression methods :meth:`ZipReader.open` can stream.
+SUPPORTED_METHODS = frozenset({ZIP_STORED, ZIP_DEFLATED})
+
+
+def inflate_backend() -> str:
+    """The inflate implementation in use: ``"isal"`` or ``"zlib"``."""
+    return "isal" if _zlib is not zlib else "zlib"
+
+
+@dataclass(frozen=True)
+class ZipMember:
+    """One central-directory entry (sizes and offsets already resolved from ZIP64 extras)."""
+
+    name: str
+    compress_type: int
+    compressed_size: int
+    file_size: int
+    crc: int
+    header_offset: int
+    external_attr: int
+    create_system: int
+    flag_bits: int
+
+    @property
+    def mode(self) -> int | None:
+        """Unix mode bits (file type + permissions) when the archive recorded them, else None."""
+        if self.create_system != 3:  # 3 = Unix
+            return None
+        mode = (self.external_attr >> 16) & 0xFFFF
+        return mode or None
+
+    @property
+    def is_dir(self) -> bool:
+        """True for directory entries (trailing ``/`` or a directory mode)."""
+        if self.name.endswith("/"):
+            return True
+        mode = self.mode
+        return mode is not None and stat.S_ISDIR(mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        """True when the entry is a Unix symbolic link (its data is the link target)."""
+        mode = self.mode
+        return mode is not None and stat.S_ISLNK(mode)
+
+    @property
+    def is_encrypted(self) -> bool:
+        """True when the entry is encrypted (general-purpose flag bit 0)."""
+        return bool(self.flag_bits & 0x1)
+
+
+def is_unsafe_name(name: str) -> bool:
+    """True when extracting ``name`` could write outside the target directory.
+
+    Absolute paths (``/x``, ``\\x``), Windows drives (``C:``), ``..`` components (with ``/`` or
+    ``\\`` separators) and NUL bytes are unsafe.
+    """
+    if not name or "\x00" in name:
+        return True
+    if name.startswith(("/", "\\")):
+        return True
+    if len(name) >= 2 and name[1] == ":" and name[0].isalpha():
+        return True
+    parts = name.replace("\\", "/").split("/")
+    return any(p == ".." for p in parts)
+
+
+def _find_eocd(tail: bytes, tail_start: int, size: int) -> int:
+    """Index in ``tail`` of the EOCD record whose comment reaches the end of file; -1 if none."""
+    pos = tail.rfind(_EOCD_SIG)
+    fallback = -1
+    while pos >= 0:
+        if pos + _EOCD.size <= len(tail):
+            comment_len = struct.unpack_from("<H", tail, pos + 20)[0]
+            end = tail_start + pos + _EOCD.size + comment_len
+            if end == size:
+                return pos
+            if end < size and fallback < 0:
+                fallback = pos  # trailing garbage after the comment: accept like zipfile does
+        pos = tail.rfind(_EOCD_SIG, 0, pos)
+    return fallback
+
+
+def read_central_directory(
+    read_at: Callable[[int, int], bytes], size: int, *, source: str = ""
+) -> list[ZipMember]:
+    """Parse the central directory of a zip archive of ``size`` bytes.
+
+    ``read_at(offset, length)`` returns the bytes at ``offset`` (fewer only at end of file).
+    ZIP64 end records and extra fields, archive comments and data prepended before the zip
+    (self-extracting archives) are handled. Raises :class:`ArchiveError` naming ``source`` for
+    truncated archives, non-zips and inconsistent offsets.
+    """
+    label = source or "<zip>"
+    if size < _EOCD.size:
+        raise ArchiveError(f"{label}: not a zip archive ({size} bytes, too short)")
+
+    def read(offset: int, length: int) -> bytes:
+        data = read_at(offset, length)
+        if len(data) < length:
+            raise ArchiveError(
+                f"{label}: truncated archive (wanted {length} bytes at offset {offset}, "
+                f"got {len(data)})"
+            )
+        return data
+
+    tail_start = max(0, size - TAIL_READ)
+    tail = read(tail_start, size - tail_start)
+    pos = _find_eocd(tail, tail_start, size)
+    if pos < 0 and tail_start > 0:
+        # a comment longer than the first read: the EOCD is within 64 KiB + 22 bytes of the end
+        wider_start = max(0, size - (_U16_MAX + _EOCD.size + _LOC64.size + _EOCD64.size))
+        if wider_start < tail_start:
+            tail = read(wider_start, tail_start - wider_start) + tail
+            tail_start = wider_start
+            pos = _find_eocd(tail, tail_start, size)
+    if pos < 0:
+        raise ArchiveError(f"{label}: not a zip archive (no end of central directory record)")
+
+    (_sig, disk, cd_disk, n_here, n_total, cd_size, cd_offset, _clen) = _EOCD.unpack_from(
+        tail, pos
+    )
+    eocd_abs = tail_start + pos
+    cd_end_abs = eocd_abs  # where the central directory should end (before the end records)
+    loc_abs = eocd_abs - _LOC64.size
+    zip64 = False
+    if loc_abs >= 0:
+        if loc_abs >= tail_start:
+            loc = tail[loc_abs - tail_start : loc_abs - tail_start + _LOC64.size]
+        else:
+            loc = read(loc_abs, _LOC64.size)
+        if loc[:4] == _LOC64_SIG:
+            zip64 = True
+            _s, _d, eocd64_rel, _disks = _LOC64.unpack(loc)
+            # the EOCD64 record sits right before the locator (prepended data shifts offsets)
+            eocd64_abs = loc_abs - _EOCD64.size
+            if eocd64_abs < 0:
+                raise ArchiveError(f"{label}: truncated archive (ZIP64 end record missing)")
+            if eocd64_abs >= tail_start:
+                rec = tail[eocd64_abs - tail_start : eocd64_abs - tail_start + _EOCD64.size]
+            else:
+                rec = read(eocd64_abs, _EOCD64.size)
+            if rec[:4] != _EOCD64_SIG:
+                # non-standard: an EOCD64 with extensible data; trust the locator's offset
+                rec = read(eocd64_rel, _EOCD64.size)
+                eocd64_abs = eocd64_rel
+                if rec[:4] != _EOCD64_SIG:
+                    raise ArchiveError(f"{label}: corrupt ZIP64 end of central directory")
+            (_s, _rs, _mb, _ne, disk, cd_disk, n_here, n_total, cd_size, cd_offset) = (
+                _EOCD64.unpack(rec)
+            )
+            cd_end_abs = eocd64_abs
+    if disk != 0 or cd_disk != 0 or n_here != n_total:
+        raise ArchiveError(f"{label}: multi-disk (split) archives are not supported")
+    concat = cd_end_abs - cd_size - cd_offset
+    if concat < 0:
+        raise ArchiveError(
+            f"{label}: inconsistent central directory (offset {cd_offset} + size {cd_size} "
+            f"is past its end record at {cd_end_abs}; truncated?)"
+        )
+    cd_abs = cd_offset + concat
+    if cd_abs >= tail_start and cd_abs + cd_size <= tail_start + len(tail):
+        cd = tail[cd_abs - tail_start : cd_abs - tail_start + cd_size]
+    else:
+        cd = read(cd_abs, cd_size)
+    members = _parse_cd(cd, n_total, concat, cd_abs, label, zip64)
+    return members
+
+
+def _zip64_extra(
+    extra: bytes, file_size: int, csize: int, offset: int, label: str, name: str
+) -> tuple[int, int, int]:
+    i = 0
+    while i + 4 <= len(extra):
+        tag, ln = struct.unpack_from("<2H", extra, i)
+        body = extra[i + 4 : i + 4 + ln]
+        if tag == 0x0001:
+            j = 0
+            try:
+                if file_size == _U32_MAX:
+                    (file_size,) = struct.unpack_from("<Q", body, j)
+                    j += 8
+                if csize == _U32_MAX:
+                    (csize,) = struct.unpack_from("<Q", body, j)
+                    j += 8
+                if offset == _U32_MAX:
+                    (offset,) = struct.unpack_from("<Q", body, j)
+                    j += 8
+            except struct.error:
+                raise ArchiveError(f"{label}: {name}: corrupt ZIP64 extra field") from None
+            break
+        i += 4 + ln
+    return file_size, csize, offset
+
+
+def _parse_cd(
+    cd: bytes, count: int, concat: int, cd_abs: int, label: str, zip64: bool
+) -> list[ZipMember]:
+    members: list[ZipMember] = []
+    pos = 0
+    n = len(cd)
+    unpack = _CDH.unpack_from
+    hsize = _CDH.size
+    while pos < n:
+        if pos + hsize > n:
+            raise ArchiveError(f"{label}: corrupt central directory (entry {len(members)} cut)")
+        (sig, _cv, create_system, _ev, _r, flags, method, _t, _d, crc, csize, fsize,
+         nlen, xlen, clen, _disk, _iattr, eattr, offset) = unpack(cd, pos)
+        if sig != _CDH_SIG:
+            raise ArchiveError(
+                f"{label}: corrupt central directory (bad signature at entry {len(members)})"
+            )
+        start = pos + hsize
+        end = start + nlen + xlen + clen
+        if end > n:
+            raise ArchiveError(f"{label}: corrupt central directory (entry {len(members)} cut)")
+        raw_name = cd[start : start + nlen]
+        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        if _U32_MAX in (fsize, csize, offset):
+            fsize, csize, offset = _zip64_extra(
+                cd[start + nlen : start + nlen + xlen], fsize, csize, offset, label, name
+            )
+        offset += concat
+        if offset + _LFH.size + csize > cd_abs:
+            raise ArchiveError(
+                f"{label}: {name}: inconsistent offsets (data at {offset} + {csize} bytes runs "
+                f"into the central directory at {cd_abs})"
+            )
+        members.append(
+            ZipMember(
+                name=name,
+                compress_type=method,
+                compressed_size=csize,
+                file_size=fsize,
+                crc=crc,
+                header_offset=offset,
+                external_attr=eattr,
+                create_system=create_system,
+                flag_bits=flags,
+            )
+        )
+        pos = end
+    # writers that skip ZIP64 for > 65535 entries let the 16-bit count wrap around
+    if len(members) != count and (zip64 or count != len(members) & _U16_MAX):
+        raise ArchiveError(
+            f"{label}: corrupt central directory ({len(members)} entries, end record says "
+            f"{count})"
+        )
+    return members
+
+
+def _decompressobj() -> Any:
+    return _zlib.decompressobj(-15)
+
+
+_crc32: Callable[[bytes, int], int] = _zlib.crc32
+
+#: Compressed bytes fed to the inflater per step (small: ``unconsumed_tail`` is copied).
+_IN_STEP = 256 * 1024
+#: Most bytes one inflate step may produce (bounds memory on highly compressible members).
+_OUT_STEP = 8 * 1024 * 1024
+
+
+class _MemberStream(io.BufferedIOBase):
+    """Read-only stream over one member; seekable (forward by skipping, backward by restart).
+
+    :meth:`chunks` yields the remaining bytes in the inflater's natural pieces (no copies),
+    the fastest way to hash a whole member.
+    """
+
+    def __init__(self, reader: ZipReader, member: ZipMember, data_offset: int) -> None:
+        super().__init__()
+        self._reader = reader
+        self._m = member
+        self._start = data_offset
+        self._label = f"{reader.source}: {member.name}"
+        if member.is_encrypted:
+            raise ArchiveError(f"{self._label}: encrypted members are not supported")
+        if member.compress_type not in SUPPORTED_METHODS:
+            raise ArchiveError(
+                f"{self._label}: unsupported compression method {member.compress_type} "
+                "(only stored and deflate)"
+            )
+        self._restart()
+
+    def _restart(self) -> None:
+        self._in_pos = 0  # compressed bytes consumed
+        self._produced = 0  # uncompressed bytes produced so far
+        self._crc = 0  # running CRC-32; -1 once random access made it meaningless
+        self._tail = b""
+        self._done = False
+        self._buf = b""
+        self._buf_pos = 0
+        self._d = _decompressobj() if self._m.compress_type == ZIP_DEFLATED else None
+
+    # -- io protocol ------------------------------------------------------------------------
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._produced - (len(self._buf) - self._buf_pos)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.tell()
+        elif whence == io.SEEK_END:
+            offset += self._m.file_size
+        elif whence != io.SEEK_SET:
+            raise ValueError(f"bad whence {whence}")
+        offset = max(0, min(offset, self._m.file_size))
+        buf_start = self._produced - len(self._buf)
+        if buf_start <= offset <= self._produced:
+            self._buf_pos = offset - buf_start
+            return offset
+        if self._d is None:  # stored: random access (the CRC can no longer be checked)
+            self._produced = offset
+            self._buf = b""
+            self._buf_pos = 0
+            self._crc = -1
+            self._done = False
+            return offset
+        if offset < buf_start:
+            self._restart()
+        self._buf = b""
+        self._buf_pos = 0
+        while self._produced < offset:
+            chunk = self._next_chunk()
+            if not chunk:
+                break
+            if self._produced > offset:
+                self._buf = chunk
+                self._buf_pos = len(chunk) - (self._produced - offset)
+        return self.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(self.chunks())
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            piece = self.read1(size - got)
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def read1(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = _OUT_STEP
+        if size == 0:
+            return b""
+        if self._buf_pos >= len(self._buf):
+            self._buf = self._next_chunk()
+            self._buf_pos = 0
+            if not self._buf:
+                return b""
+        start = self._buf_pos
+        if start == 0 and size >= len(self._buf):
+            piece = self._buf
+        else:
+            piece = self._buf[start : start + size]
+        self._buf_pos = start + len(piece)
+        return piece
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        """Yield the rest of the member in pieces; the CRC is checked after the last."""
+        if self._buf_pos < len(self._buf):
+            rest = self._buf[self._buf_pos :] if self._buf_pos else self._buf
+            self._buf = b""
+            self._buf_pos = 0
+            yield rest
+        self._buf = b""
+        self._buf_pos = 0
+        while True:
+            chunk = self._next_chunk()
+            if not chunk:
+                return
+            yield chunk
+
+    # -- internals --------------------------------------------------------------------------
+    def _next_chunk(self) -> bytes:
+        """The next piece of uncompressed data (empty at the end of the member)."""
+        if self._done:
+            return b""
+        m = self._m
+        if self._d is None:
+            n = min(CHUNK, m.file_size - self._produced)
+            if n <= 0:
+                self._finish()
+                return b""
+            data = self._reader._pread(self._start + self._produced, n)
+            if len(data) < n:
+                raise ArchiveError(f"{self._label}: truncated member data")
+            self._produced += n
+            if self._crc >= 0:
+                self._crc = _crc32(data, self._crc)
+            if self._produced >= m.file_size:
+                self._finish()
+            return data
+        d = self._d
+        while True:
+            if self._tail:
+                data = self._tail
+            elif self._in_pos < m.compressed_size:
+                n = min(_IN_STEP, m.compressed_size - self._in_pos)
+                data = self._reader._pread(self._start + self._in_pos, n)
+                if len(data) < n:
+                    raise ArchiveError(f"{self._label}: truncated member data")
+                self._in_pos += n
+            else:
+                data = b""
+            try:
+                if data:
+                    out: bytes = d.decompress(data, _OUT_STEP)
+                    self._tail = d.unconsumed_tail
+                else:
+                    out = d.flush()
+                    self._tail = b""
+            except (zlib.error, _zlib.error) as exc:
+                raise ArchiveError(f"{self._label}: corrupt deflate data ({exc})") from None
+            if out:
+                self._produced += len(out)
+                self._crc = _crc32(out, self._crc)
+                if self._produced > m.file_size:
+                    raise ArchiveError(
+                        f"{self._label}: inflates to more than its recorded size {m.file_size}"
+                    )
+                if d.eof and not self._tail:
+                    self._finish()
+                return out
+            if d.eof or not data:
+                self._finish()
+                return b""
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        m = self._m
+        if self._produced != m.file_size:
+            raise ArchiveError(
+                f"{self._label}: truncated or corrupt member ({self._produced} of "
+                f"{m.file_size} bytes)"
+            )
+        if self._crc >= 0 and (self._crc & 0xFFFFFFFF) != m.crc:
+            raise ArchiveError(
+                f"{self._label}: CRC-32 mismatch (expected {m.crc:08x}, got "
+                f"{self._crc & 0xFFFFFFFF:08x})"
+            )
+
+
+class ZipReader:
+    """A local zip file: its central directory and streaming access to members.
+
+    Thread-safe for concurrent :meth:`open` / :meth:`read` calls (reads use ``os.pread``).
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.source = str(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            raise ArchiveError(f"{self.source}: no such file") from None
+        except IsADirectoryError:
+            raise ArchiveError(f"{self.source}: is a directory, not a zip file") from None
+        except OSError as exc:
+            raise ArchiveError(f"{self.source}: cannot open ({exc.strerror})") from None
+        try:
+            st = os.fstat(self._fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise ArchiveError(f"{self.source}: is a directory, not a zip file")
+            self.size = st.st_size
+            self.members: list[ZipMember] = read_central_directory(
+                self._pread, self.size, source=self.source
+            )
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._data_offsets: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        if self._fd < 0:
+            raise ArchiveError(f"{self.source}: reader is closed")
+        try:
+            return os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise ArchiveError(f"{self.source}: read failed ({exc.strerror})") from None
+
+    def data_offset(self, m: ZipMember) -> int:
+        """Absolute offset of ``m``'s compressed bytes (reads its local header once)."""
+        off = self._data_offsets.get(m.header_offset)
+        if off is not None:
+            return off
+        head = self._pread(m.header_offset, _LFH.size)
+        if len(head) < _LFH.size or head[:4] != _LFH_SIG:
+            raise ArchiveError(
+                f"{self.source}: {m.name}: bad local header at offset {m.header_offset}"
+            )
+        nlen, xlen = cast(tuple[int, int], struct.unpack_from("<2H", head, 26))
+        off = m.header_offset + _LFH.size + nlen + xlen
+        if off + m.compressed_size > self.size:
+            raise ArchiveError(f"{self.source}: {m.name}: truncated member data")
+        with self._lock:
+            self._data_offsets[m.header_offset] = off
+        return off
+
+    def data_range(self, m: ZipMember) -> tuple[int, int]:
+        """``(offset, length)`` of ``m``'s compressed bytes in the file (for raw copies)."""
+        return self.data_offset(m), m.compressed_size
+
+    def read_raw(self, m: ZipMember) -> bytes:
+        """The compressed bytes of ``m`` as stored (no inflate, no CRC check)."""
+        off, length = self.data_range(m)
+        data = self._pread(off, length)
+        if len(data) < length:
+            raise ArchiveError(f"{self.source}: {m.name}: truncated member data")
+        return data
+
+    def open(self, m: ZipMember) -> BinaryIO:
+        """A stream of ``m``'s uncompressed bytes; CRC-32 is checked when it reaches the end."""
+        return cast(BinaryIO, _MemberStream(self, m, self.data_offset(m)))
+
+    def iter_chunks(self, m: ZipMember) -> Iterator[bytes]:
+        """Yield all of ``m``'s uncompressed bytes in pieces (CRC checked at the end)."""
+        stream = _MemberStream(self, m, self.data_offset(m))
+        yield from stream.chunks()
+
+    def read(self, m: ZipMember, limit: int | None = None) -> bytes:
+        """``m``'s bytes (the first ``limit`` bytes when given; CRC checked on full reads)."""
+        with self.open(m) as f:
+            if limit is None:
+                return f.read()
+            return f.read(limit)
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ZipReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        with contextlib.suppress(Exception):
+            self.close()
