@@ -149,7 +149,9 @@ class IndexServer:
         handler = type("Handler", (_Handler,), {"index": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -582,3 +584,52 @@ def _isolated_torchwheel_cache(
     monkeypatch.setenv("TORCHWHEEL_CACHE_DIR", str(tmp_path_factory.mktemp("twcache")))
     for var in ("TORCHWHEEL_INDEX_URL", "TORCHWHEEL_EXTRA_INDEX_URL", "TORCHWHEEL_FIND_LINKS"):
         monkeypatch.delenv(var, raising=False)
+
+
+# -- a synthetic PyTorch CPU index ------------------------------------------------------------
+
+#: (version, tags) of tiny real wheels whose names have the shapes the PyTorch CPU index uses.
+TORCH_SHAPES: tuple[tuple[str, str], ...] = (
+    ("2.5.1+cpu", "cp311-cp311-linux_x86_64"),
+    ("2.5.1+cpu", "cp312-cp312-linux_x86_64"),
+    ("2.5.1", "cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64"),
+    ("2.5.1", "cp312-cp312-manylinux_2_17_aarch64.manylinux2014_aarch64"),
+    ("2.5.1+cpu", "cp311-cp311-win_amd64"),
+    ("2.5.1", "cp311-none-macosx_11_0_arm64"),
+    ("2.8.0+cpu", "cp311-cp311-manylinux_2_28_x86_64"),
+    ("2.8.0+cpu", "cp312-cp312-manylinux_2_28_x86_64"),
+    ("2.8.0+cpu", "cp313-cp313-manylinux_2_28_x86_64"),
+    ("2.8.0+cpu", "cp313-cp313t-manylinux_2_28_x86_64"),
+    ("2.8.0", "cp311-cp311-manylinux_2_28_aarch64"),
+    ("2.8.0", "cp312-cp312-manylinux_2_28_aarch64"),
+    ("2.8.0", "cp313-cp313-manylinux_2_28_aarch64"),
+    ("2.8.0+cpu", "cp312-cp312-win_amd64"),
+    ("2.8.0", "cp312-none-macosx_11_0_arm64"),
+    ("2.9.0.dev20250801+cpu", "cp312-cp312-manylinux_2_28_x86_64"),
+)
+
+
+def make_torch_wheels(directory: Path) -> list[Path]:
+    """Write one tiny real ``torch`` wheel per :data:`TORCH_SHAPES` entry into ``directory``."""
+    from .wheels import make_wheel
+
+    reqs = ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3"]
+    return [
+        make_wheel(
+            directory, "torch", version, tags=tags, requires_dist=reqs, requires_python=">=3.9.0"
+        )
+        for version, tags in TORCH_SHAPES
+    ]
+
+
+@pytest.fixture(scope="session")
+def torch_like_wheels(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The :data:`TORCH_SHAPES` wheels (session-wide, read-only)."""
+    return make_torch_wheels(tmp_path_factory.mktemp("torch-wheels"))
+
+
+@pytest.fixture
+def torch_index(index_server: IndexServer, torch_like_wheels: list[Path]) -> IndexServer:
+    """``index_server`` holding the synthetic torch project (requires-python >=3.9)."""
+    index_server.add_project("torch", torch_like_wheels, requires_python=">=3.9")
+    return index_server
