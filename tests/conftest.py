@@ -1,3 +1,3 @@
 """Shared fixtures. Fixture modules live in tests/support/ and are registered here."""
 
-pytest_plugins: list[str] = ["tests.support.indexserver"]
+pytest_plugins: list[str] = ["tests.support.indexserver", "tests.support.elves"]
