@@ -1,3 +1,7 @@
 """Shared fixtures. Fixture modules live in tests/support/ and are registered here."""
 
-pytest_plugins: list[str] = ["tests.support.indexserver", "tests.support.elves"]
+pytest_plugins: list[str] = [
+    "tests.support.indexserver",
+    "tests.support.elves",
+    "tests.support.packed",
+]
