@@ -15,14 +15,21 @@ from .errors import (
     TorchwheelError,
     UnknownRuntime,
 )
+from .index import Candidate, IndexClient
+from .remote import RemoteSize, remote_wheel_size
+from .resolve import Resolution, resolve, select
 from .runtimes import Runtime, Target, get_runtime, make_target, quotas, runtimes
 from .verdict import Verdict, evaluate
 
 __all__ = [
+    "Candidate",
+    "IndexClient",
     "InputError",
     "InvalidWheelFilename",
     "NetworkError",
     "NoCompatibleWheel",
+    "RemoteSize",
+    "Resolution",
     "Runtime",
     "Target",
     "TorchwheelError",
@@ -33,5 +40,8 @@ __all__ = [
     "get_runtime",
     "make_target",
     "quotas",
+    "remote_wheel_size",
+    "resolve",
     "runtimes",
+    "select",
 ]

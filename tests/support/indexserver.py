@@ -417,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         static = (idx.root / path.lstrip("/")).resolve()
         if static.is_file() and static.is_relative_to(idx.root.resolve()):
-            self._bytes(rec, static.read_bytes(), head=head)
+            self._bytes(rec, static, head=head)
             return
         self._send(rec, 404, b"not found\n", "text/plain", head=head)
 
@@ -496,12 +496,15 @@ class _Handler(BaseHTTPRequestHandler):
             assert entry.metadata is not None
             self._send(rec, 200, entry.metadata, "application/octet-stream", head=head)
             return
-        self._bytes(rec, entry.path.read_bytes(), head=head)
+        self._bytes(rec, entry.path, head=head)
 
-    def _bytes(self, rec: Request, data: bytes, *, head: bool) -> None:
+    def _bytes(self, rec: Request, path: Path, *, head: bool) -> None:
+        """Serve a file from disk: a single Range as 206, else the whole file (streamed)."""
         idx = self.index
-        size = len(data)
+        size = path.stat().st_size
         rng = self.headers.get("Range")
+        status, start, end = 200, 0, size - 1
+        extra = {} if idx.ignore_range else {"Accept-Ranges": "bytes"}
         if rng and not idx.ignore_range:
             span = _parse_range(rng, size)
             if span == "unsatisfiable":
@@ -514,22 +517,30 @@ class _Handler(BaseHTTPRequestHandler):
                     extra={"Content-Range": f"bytes */{size}"},
                 )
                 return
-            if span is not None:
-                start, end = span
-                self._send(
-                    rec,
-                    206,
-                    data[start : end + 1],
-                    "application/octet-stream",
-                    head=head,
-                    extra={
-                        "Content-Range": f"bytes {start}-{end}/{size}",
-                        "Accept-Ranges": "bytes",
-                    },
-                )
-                return
-        extra = {} if idx.ignore_range else {"Accept-Ranges": "bytes"}
-        self._send(rec, 200, data, "application/octet-stream", head=head, extra=extra)
+            if isinstance(span, tuple):
+                status, (start, end) = 206, span
+                extra["Content-Range"] = f"bytes {start}-{end}/{size}"
+        rec.status = status
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if head:
+            return
+        with open(path, "rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            try:
+                while left > 0:
+                    chunk = f.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:

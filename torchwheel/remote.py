@@ -1,0 +1,216 @@
+"""Size of a wheel before downloading it: read only the zip's central directory.
+
+:func:`remote_wheel_size` asks for the last 64 KiB of the file with one HTTP ``Range``
+request (which holds the end-of-central-directory record and, for most wheels, the whole
+central directory), then for whatever else :func:`torchwheel.zipread.read_central_directory`
+needs: a typical wheel costs one request, torch's (13,000+ members) two. When the server
+ignores ``Range`` (answers 200 with the whole file) the body is streamed to a temporary file
+and read from there: correct, just not cheap. ``file://`` URLs and local paths are read in
+place.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from .errors import NetworkError
+from .zipread import TAIL_READ, ZipMember, read_central_directory
+
+__all__ = ["MAX_REQUESTS", "RemoteSize", "remote_wheel_size", "size_from_members"]
+
+#: Upper bound on HTTP requests per wheel (the issue's budget).
+MAX_REQUESTS = 6
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class RemoteSize:
+    """What a wheel weighs, read from its central directory."""
+
+    url: str
+    zipped: int  # bytes of the .whl file
+    unzipped: int  # sum of the members' uncompressed sizes
+    members: int  # number of file entries
+    largest: tuple[tuple[str, int], ...]  # (member name, uncompressed size), biggest first
+    requests: int  # HTTP requests made (0 for local files)
+    ranged: bool  # False when the server ignored Range and the whole file was downloaded
+
+
+def size_from_members(
+    url: str, zipped: int, members: list[ZipMember], *, top: int, requests: int, ranged: bool
+) -> RemoteSize:
+    """Aggregate central-directory entries into a :class:`RemoteSize`."""
+    files = [m for m in members if not m.is_dir]
+    biggest = sorted(files, key=lambda m: (-m.file_size, m.name))[:top]
+    return RemoteSize(
+        url=url,
+        zipped=zipped,
+        unzipped=sum(m.file_size for m in files),
+        members=len(files),
+        largest=tuple((m.name, m.file_size) for m in biggest),
+        requests=requests,
+        ranged=ranged,
+    )
+
+
+class _RangeReader:
+    """``read_at`` over HTTP: serves reads from fetched spans, asks for the rest."""
+
+    def __init__(self, url: str, client: httpx.Client, retries: int, backoff: float) -> None:
+        self.url = url
+        self.client = client
+        self.retries = retries
+        self.backoff = backoff
+        self.requests = 0
+        self.size = -1
+        self.spans: list[tuple[int, bytes]] = []
+        self.full: IO[bytes] | None = None  # the whole file when Range was ignored
+
+    def close(self) -> None:
+        if self.full is not None:
+            self.full.close()
+
+    def _get(self, range_header: str) -> httpx.Response:
+        attempt = 0
+        while True:
+            if self.requests >= MAX_REQUESTS:
+                raise NetworkError(f"{self.url}: more than {MAX_REQUESTS} requests needed")
+            self.requests += 1
+            try:
+                req = self.client.build_request("GET", self.url, headers={"Range": range_header})
+                resp = self.client.send(req, stream=True, follow_redirects=True)
+            except httpx.TransportError as exc:
+                if attempt < self.retries:
+                    self._sleep(attempt)
+                    attempt += 1
+                    continue
+                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                raise NetworkError(f"{self.url}: cannot download ({detail})") from None
+            if resp.status_code in _RETRY_STATUS and attempt < self.retries:
+                resp.close()
+                self._sleep(attempt)
+                attempt += 1
+                continue
+            if resp.status_code not in (200, 206):
+                resp.close()
+                raise NetworkError(f"{self.url}: HTTP {resp.status_code} {resp.reason_phrase}")
+            return resp
+
+    def _sleep(self, attempt: int) -> None:
+        if self.backoff > 0:
+            time.sleep(self.backoff * (2**attempt))
+
+    def _take(self, resp: httpx.Response) -> None:
+        """Store a 206 span, or the whole 200 body in a temporary file."""
+        try:
+            if resp.status_code == 206:
+                m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+                if not m:
+                    raise NetworkError(f"{self.url}: 206 answer without a usable Content-Range")
+                start = int(m.group(1))
+                if m.group(3) != "*":
+                    self.size = int(m.group(3))
+                data = resp.read()
+                self.spans.append((start, data))
+                return
+            full = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for read_at, closed in close()
+            try:
+                for chunk in resp.iter_bytes(1 << 20):
+                    full.write(chunk)
+            except BaseException:
+                full.close()
+                raise
+            self.size = full.tell()
+            self.full = full
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"{self.url}: download interrupted ({exc})") from None
+        finally:
+            resp.close()
+
+    def open(self) -> int:
+        """First request: the tail of the file; returns the file size."""
+        self._take(self._get(f"bytes=-{TAIL_READ}"))
+        if self.size < 0:
+            raise NetworkError(f"{self.url}: server did not say how large the file is")
+        return self.size
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if self.full is not None:
+            self.full.seek(offset)
+            return self.full.read(length)
+        for start, data in self.spans:
+            if start <= offset and offset + length <= start + len(data):
+                return data[offset - start : offset - start + length]
+        end = min(offset + length, self.size) - 1
+        if end < offset:
+            return b""
+        self._take(self._get(f"bytes={offset}-{end}"))
+        if self.full is not None:  # the server stopped honouring Range
+            return self.read_at(offset, length)
+        start, data = self.spans[-1]
+        if start > offset or start + len(data) < offset + min(length, self.size - offset):
+            raise NetworkError(f"{self.url}: server answered a different byte range")
+        return data[offset - start : offset - start + length]
+
+
+def _local_path(url: str) -> Path | None:
+    if url.startswith("file:"):
+        return Path(url2pathname(urlsplit(url).path))
+    if "://" not in url:
+        return Path(url)
+    return None
+
+
+def remote_wheel_size(
+    url: str,
+    *,
+    client: httpx.Client | None = None,
+    top: int = 10,
+    retries: int = 2,
+    backoff: float = 0.2,
+) -> RemoteSize:
+    """Zipped size, unzipped size and the ``top`` largest members of the wheel at ``url``.
+
+    Reads only the central directory (HTTP ``Range``; at most :data:`MAX_REQUESTS`
+    requests). Raises :class:`NetworkError` when the URL cannot be read and
+    :class:`~torchwheel.errors.ArchiveError` when the file is not a readable zip.
+    """
+    local = _local_path(url)
+    if local is not None:
+        try:
+            fd = os.open(local, os.O_RDONLY)
+        except OSError as exc:
+            raise NetworkError(f"{url}: cannot read ({exc.strerror})") from None
+        try:
+            size = os.fstat(fd).st_size
+            read_at: Callable[[int, int], bytes] = lambda off, n: os.pread(fd, n, off)  # noqa: E731
+            members = read_central_directory(read_at, size, source=url)
+        finally:
+            os.close(fd)
+        return size_from_members(url, size, members, top=top, requests=0, ranged=True)
+
+    own = client is None
+    http = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+    reader = _RangeReader(url, http, retries, backoff)
+    try:
+        size = reader.open()
+        members = read_central_directory(reader.read_at, size, source=url)
+    finally:
+        reader.close()
+        if own:
+            http.close()
+    return size_from_members(
+        url, size, members, top=top, requests=reader.requests, ranged=reader.full is None
+    )
