@@ -11,6 +11,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -362,3 +363,38 @@ def test_layer_without_zstandard_gives_clear_error(small_layer_zip: Path, tmp_pa
     assert proc.returncode != 0
     assert "no zstd decompressor" in proc.stderr
     assert not [p for p in (tmp_path / "tmp").iterdir() if not p.name.endswith(".lock")]
+
+
+def test_resolve_zstandard_picks_the_target_wheel(index_server: Any, tmp_path: Path) -> None:
+    from torchwheel.index import IndexClient
+    from torchwheel.packed import resolve_zstandard
+
+    w = tmp_path / "w"
+    wheels = [
+        make_wheel(w, "zstandard", "0.25.0", tags="cp311-cp311-manylinux2014_x86_64"),
+        make_wheel(w, "zstandard", "0.25.0", tags="cp312-cp312-manylinux2014_x86_64"),
+        make_wheel(w, "zstandard", "0.25.0", tags="cp311-cp311-macosx_11_0_arm64"),
+        make_wheel(w, "zstandard", "0.26.0", tags="cp311-cp311-manylinux_2_34_x86_64"),
+    ]
+    index_server.add_project("zstandard", wheels)
+    with IndexClient(index_server.url) as index:
+        got = resolve_zstandard(make_target("python3.11", "x86_64"), index,
+                                cache_dir=tmp_path / "cache")
+        assert got.name == "zstandard-0.25.0-cp311-cp311-manylinux2014_x86_64.whl"
+        assert got.read_bytes() == wheels[0].read_bytes()
+        # AL2023 has glibc 2.34: the newer manylinux_2_34 wheel fits there
+        al2023 = resolve_zstandard(make_target("provided.al2023", "x86_64", "3.11"), index,
+                                   cache_dir=tmp_path / "cache")
+        assert al2023.name == "zstandard-0.26.0-cp311-cp311-manylinux_2_34_x86_64.whl"
+
+
+def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
+    from torchwheel.errors import NoCompatibleWheel
+    from torchwheel.index import IndexClient
+    from torchwheel.packed import resolve_zstandard
+
+    index_server.add_project("zstandard", [
+        make_wheel(tmp_path, "zstandard", "0.25.0", tags="cp311-cp311-win_amd64")])
+    with IndexClient(index_server.url) as index, pytest.raises(
+            NoCompatibleWheel, match=r"no zstandard wheel fits python3\.11/arm64"):
+        resolve_zstandard(make_target("python3.11", "arm64"), index)

@@ -44,8 +44,10 @@ __all__ = [
     "loader_source",
     "make_packed_tree",
     "measure_unpack",
+    "needs_zstandard",
     "pack_tree",
     "read_manifest",
+    "resolve_zstandard",
     "tree_stats",
 ]
 
@@ -539,3 +541,36 @@ def measure_unpack(layer_python: Path, parent: Path | None = None) -> float:
         except ImportError as exc:
             raise ArchiveError(str(exc)) from None
         return time.perf_counter() - start
+
+
+def needs_zstandard(target: Target) -> bool:
+    """True when the target's Python lacks ``compression.zstd`` (before 3.14)."""
+    return target.python < STDLIB_ZSTD
+
+
+def resolve_zstandard(
+    target: Target,
+    index: Any,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    client: Any = None,
+    offline: bool = False,
+) -> Path:
+    """The ``zstandard`` wheel for ``target`` (same verdict rules as torch), fetched and verified.
+
+    ``index`` is an :class:`~torchwheel.index.IndexClient`. Raises
+    :class:`~torchwheel.errors.NoCompatibleWheel` when no zstandard wheel fits the target.
+    """
+    from .errors import NoCompatibleWheel
+    from .fetch import fetch
+    from .resolve import resolve_target
+
+    res = resolve_target(target, index, package="zstandard")
+    if res.wheel is None:
+        raise NoCompatibleWheel(
+            f"no zstandard wheel fits {target.label} (needed to unpack a packed layer before "
+            f"Python 3.14): {res.summary}",
+            res.candidates, res,
+        )
+    http = client if client is not None else getattr(index, "client", None)
+    return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)
