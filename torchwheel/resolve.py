@@ -182,7 +182,9 @@ def _why_not_newer(
     newer = [
         (c, v)
         for c, v in judged
-        if not v.compatible and (newer_than is None or c.version > newer_than)
+        if not v.compatible
+        and (newer_than is None or c.version > newer_than)
+        and not all(r.startswith("pre-release ") for r in v.reasons)
     ]
     if not newer:
         return None
@@ -268,6 +270,7 @@ class Resolution:
     sources: list[str] = field(default_factory=list)
     summary: str = ""
     notes: list[str] = field(default_factory=list)
+    why: str | None = None  # why newer versions (or, with no wheel, any) do not fit
 
     @property
     def rejected(self) -> list[Judged]:
@@ -333,6 +336,9 @@ def resolve_target(
         specifier=spec,
         sources=index.sources,
         summary=summarize(normalize_name(package), target, chosen, judged, spec),
+        why=_why_not_newer(
+            normalize_name(package), judged, target, chosen.version if chosen else None
+        ),
         notes=_notes(target, verdict, chosen),
     )
 

@@ -140,6 +140,7 @@ class IndexServer:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _port: int = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,6 +150,7 @@ class IndexServer:
         handler = type("Handler", (_Handler,), {"index": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        self._port = int(self._httpd.server_address[1])  # kept after stop() for messages
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -171,8 +173,8 @@ class IndexServer:
     @property
     def port(self) -> int:
         """The bound TCP port."""
-        assert self._httpd is not None, "server not started"
-        return int(self._httpd.server_address[1])
+        assert self._port, "server not started"
+        return self._port
 
     @property
     def base(self) -> str:

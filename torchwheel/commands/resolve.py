@@ -1,0 +1,253 @@
+"""Find the torch wheel that will install on a Lambda runtime, and why the others won't."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from ..index import IndexClient, add_index_arguments, index_client_from_args
+from ..remote import RemoteSize, remote_wheel_size
+from ..report import console, human_bytes, print_json
+from ..resolve import Resolution, parse_specifier, resolve_target
+from ..runtimes import Target, all_targets, make_target, parse_python, quotas
+from .tags import add_target_arguments
+
+#: Rejected wheels shown in the human table without --verbose.
+SHOWN_REJECTED = 12
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the ``resolve`` arguments."""
+    add_target_arguments(p)
+    p.add_argument("--package", default="torch", help="project to resolve (default torch)")
+    p.add_argument(
+        "--version",
+        metavar="SPEC",
+        dest="version_spec",
+        help="PEP 440 specifier, e.g. '<2.6' or '==2.5.1' (a bare version means ==)",
+    )
+    p.add_argument("--pre", action="store_true", help="consider pre-releases")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="resolve every runtime × architecture into one matrix (provided.* need --python)",
+    )
+    p.add_argument(
+        "--include-deprecated",
+        action="store_true",
+        help="with --all: also the deprecated runtimes",
+    )
+    p.add_argument(
+        "--size",
+        action="store_true",
+        help="read the chosen wheel's zip directory (HTTP ranges) for its unzipped size",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every rejected wheel")
+    add_index_arguments(p)
+
+
+def resolution_json(res: Resolution, size: RemoteSize | None = None) -> dict[str, Any]:
+    """The documented JSON object of one resolution (docs/json-schema.md, "resolve")."""
+    chosen: dict[str, Any] | None = None
+    if res.wheel is not None and res.verdict is not None:
+        w = res.wheel
+        chosen = {
+            "filename": w.filename,
+            "version": str(w.version),
+            "url": w.url,
+            "sha256": w.sha256,
+            "size": size.zipped if size is not None else w.size,
+            "unzipped_size": size.unzipped if size is not None else None,
+            "tag": res.verdict.best_tag,
+            "requires_python": w.requires_python,
+            "unverified": res.verdict.unverified,
+            "warnings": list(res.verdict.warnings),
+            "largest": (
+                [{"name": n, "size": s} for n, s in size.largest] if size is not None else None
+            ),
+            "source": w.source,
+        }
+    t = res.target
+    return {
+        "package": res.package,
+        "runtime": t.runtime.name,
+        "arch": t.arch,
+        "python": t.python_str,
+        "specifier": str(res.specifier) if res.specifier else None,
+        "chosen": chosen,
+        "summary": res.summary,
+        "also_compatible": [
+            {"filename": c.filename, "version": str(c.version), "tag": v.best_tag}
+            for c, v in res.compatible[1:]
+        ],
+        "rejected": [{"filename": c.filename, "reasons": list(v.reasons)} for c, v in res.rejected],
+        "notes": list(res.notes),
+        "sources": list(res.sources),
+    }
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    if not args.all:
+        return [make_target(args.runtime, args.arch, args.python)]
+    provided = parse_python(args.python) if args.python else None
+    return all_targets(include_deprecated=args.include_deprecated, provided_python=provided)
+
+
+def _sizes(results: list[Resolution], idx: IndexClient, want: bool) -> dict[str, RemoteSize]:
+    sizes: dict[str, RemoteSize] = {}
+    if not want:
+        return sizes
+    for r in results:
+        if r.wheel is not None and r.wheel.url not in sizes:
+            sizes[r.wheel.url] = remote_wheel_size(r.wheel.url, client=idx.client)
+    return sizes
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve, print, and exit 0 (all targets have a wheel) or 1 (some have none)."""
+    spec = parse_specifier(args.version_spec)
+    targets = _targets(args)
+    prereleases = True if args.pre else None
+    with index_client_from_args(args) as idx:
+        results = [
+            resolve_target(t, idx, package=args.package, version=spec, prereleases=prereleases)
+            for t in targets
+        ]
+        sizes = _sizes(results, idx, args.size)
+    missing = sum(1 for r in results if r.wheel is None)
+    if args.json:
+        docs = [resolution_json(r, sizes.get(r.wheel.url) if r.wheel else None) for r in results]
+        print_json(docs if args.all else docs[0])
+    elif args.all:
+        _print_matrix(results, sizes, args)
+    else:
+        _print_one(results[0], sizes, args)
+    return 1 if missing else 0
+
+
+# -- human output --------------------------------------------------------------------------------
+
+
+def _size_notes(size: RemoteSize) -> list[str]:
+    q = quotas()
+    notes = [
+        f"{human_bytes(size.zipped)} zipped, {human_bytes(size.unzipped)} unzipped "
+        f"({size.members} files; read with {size.requests} range request(s))"
+    ]
+    if size.unzipped > q.unzipped:
+        notes.append(
+            f"unzipped it is over Lambda's {human_bytes(q.unzipped)} limit for a function and "
+            "all its layers: slim it, ship it compressed and unpack into /tmp, or use a "
+            "container image"
+        )
+    if size.largest:
+        top = ", ".join(f"{n} {human_bytes(s)}" for n, s in size.largest[:3])
+        notes.append(f"largest members: {top}")
+    return notes
+
+
+def _print_one(res: Resolution, sizes: dict[str, RemoteSize], args: argparse.Namespace) -> None:
+    out = console()
+    t = res.target
+    rt = t.runtime
+    out.print(
+        f"[bold]{res.package}[/bold] for [bold]{t.label}[/bold] "
+        f"(CPython {t.python_str}, {rt.os_short}, glibc {rt.glibc_str})"
+    )
+    table = Table(show_lines=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("wheel", overflow="fold")
+    table.add_column("verdict", overflow="fold")
+    if res.wheel is not None and res.verdict is not None:
+        table.add_row(
+            Text("chosen", style="bold green"),
+            res.wheel.filename,
+            f"compatible ({res.verdict.best_tag})",
+        )
+    for c, v in res.compatible[1:6]:
+        table.add_row(Text("ok", style="green"), c.filename, f"compatible ({v.best_tag})")
+    rejected = res.rejected
+    shown = rejected if args.verbose else rejected[:SHOWN_REJECTED]
+    for c, v in shown:
+        table.add_row(Text("no", style="red"), c.filename, "; ".join(v.reasons))
+    out.print(table)
+    if len(shown) < len(rejected):
+        out.print(
+            f"… and {len(rejected) - len(shown)} more rejected wheels (--verbose or --json "
+            "lists them all)"
+        )
+    if not res.candidates:
+        out.print(f"no {res.package} wheels at all on {', '.join(res.sources)}")
+    out.print(Text(res.summary, style="bold" if res.wheel else "bold red"))
+    if res.wheel is not None:
+        out.print(f"url: {res.wheel.url}")
+        if res.wheel.sha256:
+            out.print(f"sha256: {res.wheel.sha256}")
+    notes = list(res.notes)
+    size = sizes.get(res.wheel.url) if res.wheel else None
+    if size is not None:
+        notes = _size_notes(size) + notes
+    elif res.wheel is not None and res.wheel.size:
+        notes.insert(0, f"{human_bytes(res.wheel.size)} zipped (--size reads the unzipped size)")
+    for n in notes:
+        out.print(f"note: {n}")
+
+
+def _print_matrix(
+    results: list[Resolution], sizes: dict[str, RemoteSize], args: argparse.Namespace
+) -> None:
+    out = console()
+    pkg = results[0].package if results else args.package
+    table = Table(title=f"{pkg} wheels for every Lambda runtime")
+    for col in (
+        "runtime",
+        "arch",
+        "CPython",
+        "glibc",
+        pkg,
+        "wheel tag",
+        "why not newer / why none",
+    ):
+        table.add_column(col, overflow="fold", no_wrap=col in ("runtime", "arch"))
+    if args.size:
+        table.add_column("unzipped", justify="right")
+    notes: list[str] = []
+    for r in results:
+        t = r.target
+        why = r.why or ""
+        if r.wheel is not None and r.verdict is not None:
+            version = Text(str(r.wheel.version), style="green")
+            tag = r.verdict.best_tag or ""
+            if r.verdict.unverified:
+                tag += " *"
+        else:
+            version = Text("none", style="bold red")
+            tag = "—"
+        row: list[Any] = [
+            t.runtime.name,
+            t.arch,
+            t.python_str,
+            t.runtime.glibc_str,
+            version,
+            tag,
+            why,
+        ]
+        if args.size:
+            s = sizes.get(r.wheel.url) if r.wheel else None
+            row.append(human_bytes(s.unzipped) if s else "—")
+        table.add_row(*row)
+        for n in r.notes:
+            if n not in notes and not n.startswith("linux_"):
+                notes.append(n)
+    out.print(table)
+    if any(r.verdict is not None and r.verdict.unverified for r in results):
+        out.print(
+            "* linux_* wheels promise nothing about glibc: compatible by tag but unverified; "
+            "run `torchwheel check` on the built layer"
+        )
+    for n in notes:
+        out.print(f"note: {n}")
