@@ -1,0 +1,176 @@
+"""Build a Lambda layer zip (and/or tree) for torch and its dependencies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError
+from ..index import add_index_arguments, index_client_from_args, index_settings_from_args
+from ..layer import DEFAULT_COMPRESSLEVEL, LAYOUTS, LayerReport, build_layer
+from ..report import console, err_console, human_bytes, print_json
+from .tags import add_target_arguments
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the ``build`` arguments."""
+    p.add_argument(
+        "packages",
+        nargs="*",
+        metavar="PACKAGE[SPEC]",
+        help="requirements to install (default: torch), e.g. 'torch==2.5.1' numpy; "
+        "a path to a local .whl works too",
+    )
+    add_target_arguments(p, required_runtime=False)
+    p.add_argument("-o", "--output", type=Path, help="write the layer zip here")
+    p.add_argument("--tree", type=Path, metavar="DIR",
+                   help="write the unzipped layer tree here (for SAM/CDK ContentUri)")
+    p.add_argument("--slim", action="store_true",
+                   help="drop what CPU inference never loads (torch/test, torch/include, "
+                   "test binaries, headers, *.a, *.pyi)")
+    p.add_argument("--strip", action="store_true",
+                   help="strip --strip-unneeded the shared objects (needs binutils' strip)")
+    p.add_argument("--no-deps", action="store_true",
+                   help="install the named packages only, not their Requires-Dist closure")
+    p.add_argument("--include-runtime-packages", action="store_true",
+                   help="also install packages the python3.X runtime ships (boto3, ...)")
+    p.add_argument("--layout", choices=LAYOUTS, default="site-packages",
+                   help="python/lib/python3.X/site-packages (default) or python/")
+    p.add_argument("--compression-level", type=int, default=DEFAULT_COMPRESSLEVEL,
+                   metavar="0-9", help="deflate level for members that are not copied from "
+                   f"the wheels (0 stores; default {DEFAULT_COMPRESSLEVEL})")
+    p.add_argument("--pre", action="store_true", help="allow pre-releases")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when the layer exceeds Lambda's 250 MB unzipped quota")
+    add_index_arguments(p)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    tasks: dict[str, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        transient=True,
+    ) as prog:
+
+        def update(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the layer; print the report."""
+    if args.output is None and args.tree is None:
+        raise InputError("say where to write the layer: -o layer.zip and/or --tree DIR")
+    packages = list(args.packages) or ["torch"]
+    settings = index_settings_from_args(args)
+    index = index_client_from_args(args)
+    try:
+        with _progress(sys.stderr.isatty()) as progress:
+            report = build_layer(
+                packages,
+                runtime=args.runtime,
+                arch=args.arch,
+                python=args.python,
+                output=args.output,
+                tree=args.tree,
+                slim=args.slim,
+                strip=args.strip,
+                no_deps=args.no_deps,
+                include_runtime_packages=args.include_runtime_packages,
+                layout=args.layout,
+                compresslevel=args.compression_level,
+                index=index,
+                cache_dir=getattr(args, "cache_dir", None) or settings.cache_dir,
+                offline=settings.offline,
+                prereleases=True if args.pre else None,
+                progress=progress,
+            )
+    finally:
+        index.close()
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        render(report)
+    return 1 if args.strict and report.over_quota else 0
+
+
+def render(report: LayerReport) -> None:
+    """Rich tables: packages, steps, quotas, largest files, notes."""
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]Layer for {report.target}[/bold] ({report.prefix}/)")
+    t = Table(title="Packages", title_justify="left")
+    t.add_column("package")
+    t.add_column("version")
+    t.add_column("unzipped", justify="right")
+    t.add_column("wheel", justify="right")
+    t.add_column("")
+    for p in report.packages:
+        t.add_row(p.name, p.version, human_bytes(p.unzipped_bytes), human_bytes(p.wheel_bytes),
+                  "" if p.requested else "dependency")
+    out.print(t)
+    if report.steps:
+        s = Table(title="Slimming", title_justify="left")
+        s.add_column("step")
+        s.add_column("files", justify="right")
+        s.add_column("saved", justify="right")
+        s.add_column("note")
+        for st in report.steps:
+            s.add_row(st.step, str(st.files), human_bytes(st.bytes_saved), st.note or "")
+        out.print(s)
+    q = Table(title="Size vs Lambda quotas", title_justify="left")
+    q.add_column("quota")
+    q.add_column("limit", justify="right")
+    q.add_column("layer", justify="right")
+    q.add_column("")
+    for c in report.quotas:
+        status = "fits" if c.fits else f"over by {human_bytes(c.over_by)}"
+        style = "green" if c.fits else ("red" if c.hard else "yellow")
+        q.add_row(c.name, human_bytes(c.limit), human_bytes(c.actual),
+                  f"[{style}]{status}[/{style}]")
+    out.print(q)
+    lf = Table(title="Largest files", title_justify="left")
+    lf.add_column("file")
+    lf.add_column("size", justify="right")
+    for path, size in report.largest_files[:5]:
+        lf.add_row(path[len(report.prefix) + 1:] if path.startswith(report.prefix) else path,
+                   human_bytes(size))
+    out.print(lf)
+    for n in report.notes:
+        out.print(f"note: {n}")
+    for s_ in report.suggestions:
+        out.print(f"what would fit: {s_}")
+    if report.output is not None:
+        out.print(
+            f"wrote {report.output} ({human_bytes(report.zipped_bytes)}, {report.files} files, "
+            f"sha256 {report.sha256})"
+        )
+    if report.tree is not None:
+        out.print(f"wrote tree {report.tree} ({human_bytes(report.unzipped_bytes)})")

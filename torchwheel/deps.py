@@ -1,0 +1,600 @@
+"""The ``Requires-Dist`` closure of a set of requirements, for a Lambda target.
+
+:func:`resolve_closure` runs ``resolvelib`` (the resolver pip uses) with a provider that
+
+- finds candidates through an :class:`~torchwheel.index.IndexClient` and judges every wheel
+  with :func:`torchwheel.resolve.select` (the same tag / Requires-Python / yanked /
+  pre-release rules as for torch itself);
+- reads each candidate's core metadata without downloading the wheel where it can: the PEP
+  658 ``.metadata`` file when the index offers one, else a range read of the wheel's
+  ``METADATA`` member (central directory + one member, via HTTP ``Range``), else the whole
+  wheel through :func:`torchwheel.fetch.fetch` (cached, so the later install reuses it);
+- evaluates environment markers with the *target's* marker environment
+  (:meth:`Target.marker_environment`: Lambda's CPython version, ``linux``, the target's
+  machine), never the host's; extras (``pkg[extra]``) are handled the usual resolvelib way
+  (an extras candidate depends on its base at the same version);
+- leaves out packages the Lambda ``python3.X`` runtime already ships (boto3 and its
+  dependencies, ``facts()["layer"]["runtime_packages"]``) unless they were asked for by
+  name, and reports them. ``provided.*`` runtimes ship none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.parser import HeaderParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+from packaging.markers import InvalidMarker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from resolvelib import AbstractProvider, BaseReporter, Resolver
+from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
+
+from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
+from .index import Candidate, IndexClient
+from .resolve import parse_specifier, select, summarize
+from .runtimes import Target, facts
+from .verdict import parse_wheel
+from .zipread import ZipReader, read_central_directory
+
+__all__ = [
+    "Closure",
+    "Pin",
+    "parse_metadata",
+    "read_remote_metadata",
+    "resolve_closure",
+    "runtime_packages",
+]
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One distribution of the closure and the wheel chosen for it."""
+
+    name: str  # canonical
+    version: Version
+    candidate: Candidate
+    requested: bool
+    extras: tuple[str, ...] = ()
+    required_by: tuple[str, ...] = ()
+    metadata_source: str = ""  # "pep658", "range", "wheel", "local"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "wheel": self.candidate.filename,
+            "url": self.candidate.url,
+            "sha256": self.candidate.sha256,
+            "requested": self.requested,
+            "extras": list(self.extras),
+            "required_by": list(self.required_by),
+            "metadata_source": self.metadata_source,
+        }
+
+
+@dataclass(frozen=True)
+class Closure:
+    """The resolved closure: pins (requested packages first) and what was left out."""
+
+    pins: tuple[Pin, ...]
+    skipped_runtime: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    metadata_requests: int = 0
+
+
+def runtime_packages(target: Target) -> frozenset[str]:
+    """Canonical names of the packages the target's runtime ships (none for provided.*)."""
+    if target.runtime.python is None:
+        return frozenset()
+    return frozenset(canonicalize_name(n) for n in facts()["layer"]["runtime_packages"])
+
+
+# -- metadata ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """The parts of core metadata the resolver needs."""
+
+    name: str
+    version: str
+    requires_dist: tuple[str, ...]
+    requires_python: str | None
+
+
+def parse_metadata(data: bytes, *, source: str = "<metadata>") -> Metadata:
+    """Parse a core metadata file (RFC 822 headers); raise InputError naming ``source``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: core metadata is not UTF-8") from None
+    msg = HeaderParser().parsestr(text)
+    name = msg.get("Name")
+    version = msg.get("Version")
+    if not name or not version:
+        raise InputError(f"{source}: core metadata lacks Name or Version")
+    return Metadata(
+        name=str(name).strip(),
+        version=str(version).strip(),
+        requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
+        requires_python=str(msg["Requires-Python"]).strip() if msg["Requires-Python"] else None,
+    )
+
+
+_LFH_SIZE = 30
+
+
+def read_remote_metadata(
+    client: httpx.Client, url: str, *, size: int | None = None
+) -> bytes | None:
+    """Read ``*.dist-info/METADATA`` of a remote wheel with HTTP range requests.
+
+    Needs a server that honours ``Range``; returns None when it does not (the caller then
+    downloads the wheel). Typically 2–3 small requests: the archive tail (central directory),
+    then the member.
+    """
+
+    def get(headers: dict[str, str]) -> httpx.Response:
+        try:
+            resp = client.get(url, headers={"Accept-Encoding": "identity", **headers})
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"{url}: {type(exc).__name__}: {exc}") from None
+        return resp
+
+    first: tuple[int, bytes] | None = None
+    if size is None:
+        try:
+            with client.stream(
+                "GET", url, headers={"Accept-Encoding": "identity", "Range": "bytes=-65536"}
+            ) as resp:
+                if resp.status_code != 206:
+                    return None  # no ranges: do not read the body
+                m = re.match(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("content-range", ""))
+                if not m:
+                    return None
+                size = int(m.group(3))
+                first = (int(m.group(1)), resp.read())
+        except httpx.HTTPError as exc:
+            raise NetworkError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+    cache: list[tuple[int, bytes]] = [first] if first else []
+
+    def read_at(offset: int, length: int) -> bytes:
+        for start, blob in cache:
+            if start <= offset and offset + length <= start + len(blob):
+                return blob[offset - start : offset - start + length]
+        end = min(offset + length, size) - 1
+        r = get({"Range": f"bytes={offset}-{end}"})
+        if r.status_code != 206:
+            raise _NoRanges()
+        cache.append((offset, r.content))
+        return r.content
+
+    try:
+        members = read_central_directory(read_at, size, source=url)
+        meta = [
+            m for m in members
+            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
+            and m.name.endswith("/METADATA")
+        ]
+        if len(meta) != 1:
+            return None
+        mem = meta[0]
+        head = read_at(mem.header_offset, _LFH_SIZE + 1024)
+        if head[:4] != b"PK\x03\x04":
+            raise ArchiveError(f"{url}: {mem.name}: bad local header")
+        nlen, xlen = struct.unpack_from("<2H", head, 26)
+        start = mem.header_offset + _LFH_SIZE + nlen + xlen
+        raw = read_at(start, mem.compressed_size)
+    except _NoRanges:
+        return None
+    if mem.compress_type == 0:
+        data = raw
+    elif mem.compress_type == 8:
+        try:
+            data = zlib.decompress(raw, -15)
+        except zlib.error as exc:
+            raise ArchiveError(f"{url}: {mem.name}: corrupt deflate data ({exc})") from None
+    else:
+        return None
+    if zlib.crc32(data) != mem.crc:
+        raise ArchiveError(f"{url}: {mem.name}: CRC-32 mismatch")
+    return data
+
+
+class _NoRanges(Exception):
+    pass
+
+
+def _local_metadata(path: Path) -> bytes:
+    with ZipReader(path) as zr:
+        meta = [
+            m for m in zr.members
+            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
+            and m.name.endswith("/METADATA")
+        ]
+        if len(meta) != 1:
+            raise ArchiveError(f"{path.name}: no single *.dist-info/METADATA in the wheel")
+        return zr.read(meta[0])
+
+
+# -- resolvelib provider -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Req:
+    name: str  # canonical
+    extras: frozenset[str]
+    specifier: SpecifierSet
+    text: str
+    local: Candidate | None = None  # a local wheel given on the command line
+
+    @property
+    def ident(self) -> str:
+        return _ident(self.name, self.extras)
+
+
+@dataclass(frozen=True)
+class _Cand:
+    name: str
+    version: Version
+    extras: frozenset[str]
+    wheel: Candidate = field(compare=False)
+    filename: str = ""
+
+    @property
+    def ident(self) -> str:
+        return _ident(self.name, self.extras)
+
+
+def _ident(name: str, extras: frozenset[str]) -> str:
+    return f"{name}[{','.join(sorted(extras))}]" if extras else name
+
+
+class _Provider(AbstractProvider["_Req", "_Cand", str]):
+    def __init__(
+        self,
+        target: Target,
+        index: IndexClient,
+        *,
+        prereleases: bool | None,
+        no_deps: bool,
+        skip: frozenset[str],
+        http: httpx.Client | None,
+        cache_dir: str | os.PathLike[str] | None,
+    ) -> None:
+        self.target = target
+        self.index = index
+        self.prereleases = prereleases
+        self.no_deps = no_deps
+        self.skip = skip
+        self.http = http
+        self.cache_dir = cache_dir
+        self.env = target.marker_environment()
+        self.skipped: dict[str, set[str]] = {}
+        self.metadata: dict[str, Metadata] = {}
+        self.metadata_source: dict[str, str] = {}
+        self.metadata_requests = 0
+        self._cands: dict[str, list[Candidate]] = {}
+        self.notes: list[str] = []
+
+    # identify / preference -------------------------------------------------------------
+
+    def identify(self, requirement_or_candidate: _Req | _Cand) -> str:
+        return requirement_or_candidate.ident
+
+    def get_preference(
+        self,
+        identifier: str,
+        resolutions: Mapping[str, _Cand],
+        candidates: Mapping[str, Iterator[_Cand]],
+        information: Mapping[str, Iterator[Any]],
+        backtrack_causes: Sequence[Any],
+    ) -> tuple[int, int, str]:
+        infos = list(information[identifier])
+        pinned = any(
+            any(s.operator in ("==", "===") for s in i.requirement.specifier) for i in infos
+        )
+        direct = any(i.parent is None for i in infos)
+        return (0 if direct else 1, 0 if pinned else 1, identifier)
+
+    # candidates ------------------------------------------------------------------------
+
+    def _all(self, name: str) -> list[Candidate]:
+        if name not in self._cands:
+            self._cands[name] = self.index.candidates(name)
+        return self._cands[name]
+
+    def find_matches(
+        self,
+        identifier: str,
+        requirements: Mapping[str, Iterator[_Req]],
+        incompatibilities: Mapping[str, Iterator[_Cand]],
+    ) -> list[_Cand]:
+        reqs = list(requirements[identifier])
+        bad = {c.version for c in incompatibilities[identifier]}
+        name = reqs[0].name if reqs else identifier.split("[", 1)[0]
+        extras = frozenset().union(*(r.extras for r in reqs)) if reqs else frozenset()
+        local = next((r.local for r in reqs if r.local is not None), None)
+        spec = SpecifierSet()
+        for r in reqs:
+            spec &= r.specifier
+        pool = [local] if local is not None else self._all(name)
+        _, judged = select(pool, self.target, specifier=spec or None,
+                           prereleases=self.prereleases)
+        out: list[_Cand] = []
+        seen: set[Version] = set()
+        for cand, verdict in judged:
+            if not verdict.compatible:
+                break  # compatible ones come first, best first
+            if cand.version in seen or cand.version in bad:
+                continue
+            seen.add(cand.version)
+            out.append(_Cand(name, cand.version, extras, cand, cand.filename))
+        return out
+
+    def is_satisfied_by(self, requirement: _Req, candidate: _Cand) -> bool:
+        if requirement.local is not None:
+            return candidate.wheel.filename == requirement.local.filename
+        return requirement.specifier.contains(candidate.version, prereleases=True)
+
+    # dependencies ----------------------------------------------------------------------
+
+    def _metadata(self, cand: _Cand) -> Metadata:
+        w = cand.wheel
+        key = w.url
+        if key in self.metadata:
+            return self.metadata[key]
+        data: bytes | None = None
+        source = ""
+        if w.url.startswith("file:") or "://" not in w.url:
+            from .fetch import fetch
+
+            data = _local_metadata(fetch(w, cache_dir=self.cache_dir))
+            source = "local"
+        if data is None and w.has_metadata:
+            self.metadata_requests += 1
+            data = self.index.get_metadata(w)
+            source = "pep658"
+        if data is None and self.http is not None:
+            self.metadata_requests += 1
+            try:
+                data = read_remote_metadata(self.http, w.url, size=w.size)
+            except ArchiveError:
+                data = None
+            source = "range"
+        if data is None:
+            from .fetch import fetch
+
+            self.metadata_requests += 1
+            data = _local_metadata(fetch(w, cache_dir=self.cache_dir, client=self.http))
+            source = "wheel"
+        meta = parse_metadata(data, source=w.filename)
+        if canonicalize_name(meta.name) != cand.name:
+            raise InputError(
+                f"{w.filename}: metadata names {meta.name!r}, not {cand.name!r}"
+            )
+        try:
+            if Version(meta.version) != cand.version:
+                raise InputError(
+                    f"{w.filename}: metadata version {meta.version} differs from the file name"
+                )
+        except InvalidVersion:
+            raise InputError(f"{w.filename}: invalid version {meta.version!r}") from None
+        self.metadata[key] = meta
+        self.metadata_source[key] = source
+        return meta
+
+    def get_dependencies(self, candidate: _Cand) -> list[_Req]:
+        deps: list[_Req] = []
+        if candidate.extras:
+            # an extras candidate depends on its base at the same version
+            deps.append(_Req(candidate.name, frozenset(),
+                             SpecifierSet(f"=={candidate.version}"),
+                             f"{candidate.name}=={candidate.version}"))
+        if self.no_deps:
+            return deps
+        meta = self._metadata(candidate)
+        for text in meta.requires_dist:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement as exc:
+                raise InputError(
+                    f"{candidate.wheel.filename}: invalid Requires-Dist {text!r} ({exc})"
+                ) from None
+            if not self._marker_ok(req, candidate.extras):
+                continue
+            rname = str(canonicalize_name(req.name))
+            if rname in self.skip:
+                self.skipped.setdefault(rname, set()).add(candidate.name)
+                continue
+            deps.append(_Req(rname, frozenset(canonicalize_name(e) for e in req.extras),
+                             req.specifier, text))
+        return deps
+
+    def _marker_ok(self, req: Requirement, extras: frozenset[str]) -> bool:
+        if req.marker is None:
+            return not extras  # unconditional deps belong to the base candidate
+        try:
+            if not extras:
+                return bool(req.marker.evaluate({**self.env, "extra": ""}))
+            base = bool(req.marker.evaluate({**self.env, "extra": ""}))
+            return not base and any(
+                req.marker.evaluate({**self.env, "extra": e}) for e in extras
+            )
+        except InvalidMarker as exc:  # pragma: no cover - packaging validates on parse
+            raise InputError(f"invalid marker in {req}: {exc}") from None
+
+
+class _Reporter(BaseReporter["_Req", "_Cand", str]):
+    pass
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _local_candidate(path: Path) -> Candidate:
+    w = parse_wheel(path.name)
+    return Candidate(
+        filename=path.name,
+        url=path.resolve().as_uri(),
+        project=str(canonicalize_name(w.name)),
+        version=w.version,
+        sha256=None,
+        requires_python=None,
+        yanked=False,
+        metadata_sha256=None,
+        has_metadata=False,
+        size=path.stat().st_size,
+        source=str(path.parent),
+    )
+
+
+def parse_requirements(
+    packages: Sequence[str], target: Target, *, version: str | None = None
+) -> list[_Req]:
+    """Command-line requirement strings (or local ``.whl`` paths) → provider requirements.
+
+    ``version`` is applied to the first requirement when it carries no specifier of its own.
+    Requirements whose marker is false for the target are dropped.
+    """
+    out: list[_Req] = []
+    env = target.marker_environment()
+    for i, text in enumerate(packages):
+        if text.endswith(".whl") and (os.path.sep in text or "/" in text or Path(text).exists()):
+            p = Path(text)
+            if not p.is_file():
+                raise InputError(f"{text}: no such wheel file")
+            cand = _local_candidate(p)
+            out.append(_Req(cand.project, frozenset(), SpecifierSet(), text, local=cand))
+            continue
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise InputError(f"{text!r}: not a requirement ({exc})") from None
+        if req.url:
+            raise InputError(f"{text!r}: URL requirements are not supported; use --find-links")
+        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+            continue
+        spec = req.specifier
+        if i == 0 and version and not str(spec):
+            parsed = parse_specifier(version)
+            spec = parsed if parsed is not None else spec
+        out.append(_Req(str(canonicalize_name(req.name)),
+                        frozenset(canonicalize_name(e) for e in req.extras), spec, text))
+    if not out:
+        raise InputError("no package to build (every requirement's marker is false)")
+    return out
+
+
+def resolve_closure(
+    packages: Sequence[str],
+    target: Target,
+    index: IndexClient,
+    *,
+    version: str | None = None,
+    no_deps: bool = False,
+    include_runtime_packages: bool = False,
+    prereleases: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    client: httpx.Client | None = None,
+    max_rounds: int = 2000,
+) -> Closure:
+    """Resolve ``packages`` and their ``Requires-Dist`` closure for ``target``.
+
+    Raises :class:`~torchwheel.errors.NoCompatibleWheel` when no consistent set of
+    compatible wheels exists (the message names the package and why), and the index's
+    :class:`~torchwheel.errors.NetworkError` when a page cannot be read.
+    """
+    reqs = parse_requirements(packages, target, version=version)
+    asked = {r.name for r in reqs}
+    skip = frozenset() if include_runtime_packages else runtime_packages(target) - asked
+    http = client if client is not None else getattr(index, "client", None)
+    provider = _Provider(target, index, prereleases=prereleases, no_deps=no_deps, skip=skip,
+                         http=http, cache_dir=cache_dir)
+    resolver = Resolver(provider, _Reporter())
+    try:
+        result = resolver.resolve(reqs, max_rounds=max_rounds)
+    except ResolutionImpossible as exc:
+        raise NoCompatibleWheel(_explain(exc, provider, target)) from None
+    except ResolutionTooDeep:
+        raise NoCompatibleWheel(
+            f"dependency resolution for {target.label} did not finish in {max_rounds} rounds"
+        ) from None
+
+    bases: dict[str, _Cand] = {}
+    extras: dict[str, set[str]] = {}
+    for ident, cand in result.mapping.items():
+        if cand.extras:
+            extras.setdefault(cand.name, set()).update(cand.extras)
+        else:
+            bases[ident] = cand
+    parents: dict[str, set[str]] = {}
+    for ident, crit in result.criteria.items():
+        name = ident.split("[", 1)[0]
+        for info in crit.information:
+            if info.parent is not None and info.parent.name != name:
+                parents.setdefault(name, set()).add(info.parent.name)
+    order = [r.name for r in reqs]
+    names = sorted(bases, key=lambda n: (n not in asked, order.index(n) if n in asked else 0, n))
+    pins = tuple(
+        Pin(
+            name=n,
+            version=bases[n].version,
+            candidate=bases[n].wheel,
+            requested=n in asked,
+            extras=tuple(sorted(extras.get(n, ()))),
+            required_by=tuple(sorted(parents.get(n, ()))),
+            metadata_source=provider.metadata_source.get(bases[n].wheel.url, ""),
+        )
+        for n in names
+    )
+    skipped = tuple(
+        f"{n} (required by {', '.join(sorted(by))}; {target.runtime.name} ships it)"
+        for n, by in sorted(provider.skipped.items())
+    )
+    notes = list(provider.notes)
+    if skipped:
+        notes.append(
+            f"left out {len(skipped)} package(s) the {target.runtime.name} runtime ships: "
+            f"{', '.join(sorted(provider.skipped))} (name them to include them)"
+        )
+    return Closure(pins=pins, skipped_runtime=skipped, notes=tuple(notes),
+                   metadata_requests=provider.metadata_requests)
+
+
+def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target: Target) -> str:
+    causes: Iterable[Any] = exc.causes
+    parts: list[str] = []
+    for cause in causes:
+        req: _Req = cause.requirement
+        parent = cause.parent
+        who = f" (required by {parent.name} {parent.version})" if parent is not None else ""
+        if req.local is not None:
+            parts.append(f"{req.text}: the wheel does not fit {target.label}{who}")
+            continue
+        try:
+            pool = provider._all(req.name)
+        except NetworkError:
+            raise
+        chosen, judged = select(pool, target, specifier=req.specifier or None,
+                                prereleases=provider.prereleases)
+        line = summarize(req.name, target, chosen, judged, req.specifier or None)
+        if chosen is not None:
+            line = f"{req.text}{who}: conflicts with another requirement of {req.name}"
+        else:
+            line = f"{line}{who}"
+        if line not in parts:
+            parts.append(line)
+    return "; ".join(parts) or f"no consistent set of wheels for {target.label}"
