@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .check import CheckReport, Finding, check
 from .errors import (
     InputError,
     InvalidWheelFilename,
@@ -23,6 +24,8 @@ from .verdict import Verdict, evaluate
 
 __all__ = [
     "Candidate",
+    "CheckReport",
+    "Finding",
     "IndexClient",
     "InputError",
     "InvalidWheelFilename",
@@ -36,6 +39,7 @@ __all__ = [
     "UnknownRuntime",
     "Verdict",
     "__version__",
+    "check",
     "evaluate",
     "get_runtime",
     "make_target",

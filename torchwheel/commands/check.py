@@ -1,0 +1,122 @@
+"""Check layer / function zips before deploy: layout, wheels, RECORD, ELF, sizes, safety."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from rich.table import Table
+
+from ..check import CODES, ERROR, WARNING, CheckReport, Finding, check
+from ..report import console, human_bytes, print_json
+from .tags import add_target_arguments
+
+#: Findings shown per code in the human table before "... and N more".
+PER_CODE = 8
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add the ``check`` arguments."""
+    p.add_argument("zips", nargs="+", metavar="ZIP",
+                   help="layer (or function) zips, in deployment order; checked together")
+    add_target_arguments(p)
+    p.set_defaults(arch=None)
+    p.add_argument("--function", metavar="ZIP",
+                   help="the function's zip (mounted at /var/task); default: the first of "
+                   "several zips without a python/ directory")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    p.add_argument("--ignore", action="append", default=[], metavar="CODE",
+                   help=f"drop findings with this code (repeatable): {', '.join(CODES)}")
+    p.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not hash files against RECORD (faster)")
+
+
+def exit_code(report: CheckReport, strict: bool = False) -> int:
+    """0 when the deployment works (no errors; no warnings with ``strict``), else 1."""
+    if not report.ok:
+        return 1
+    if strict:
+        if report.warnings:
+            return 1
+        if report.single_target and any(v.warnings for v in report.verdicts):
+            return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the check and print the findings and verdicts."""
+    report = check(args.zips, runtime=args.runtime, arch=args.arch, python=args.python,
+                   ignore=args.ignore, record=args.record, function=args.function)
+    code = exit_code(report, args.strict)
+    if args.json:
+        data = report.to_dict()
+        data["exit_code"] = code
+        print_json(data)
+        return code
+    render(report, code)
+    return code
+
+
+def _findings_table(findings: tuple[Finding, ...], title: str) -> Table:
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("severity")
+    table.add_column("code")
+    table.add_column("path", overflow="fold")
+    table.add_column("message", overflow="fold")
+    by_code: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+    for f in findings:
+        by_code[(f.severity, f.code)].append(f)
+    for (sev, code), group in by_code.items():
+        style = "red" if sev == ERROR else "yellow" if sev == WARNING else ""
+        for f in group[:PER_CODE]:
+            table.add_row(f"[{style}]{sev}[/]" if style else sev, code, f.path, f.message)
+        if len(group) > PER_CODE:
+            table.add_row("", code, "", f"... and {len(group) - PER_CODE} more ({code})")
+    return table
+
+
+def render(report: CheckReport, code: int) -> None:
+    """Human output: findings grouped by severity, matrix or target verdict, sizes."""
+    out = console()
+    if report.findings:
+        title = "Findings" if report.single_target else "Findings for every target"
+        out.print(_findings_table(report.findings, title))
+    if not report.single_target:
+        matrix = Table(title="Targets")
+        matrix.add_column("target")
+        matrix.add_column("works")
+        matrix.add_column("first reason", overflow="fold")
+        for v in report.verdicts:
+            matrix.add_row(v.target, "[green]yes[/]" if v.works else "[red]no[/]",
+                           v.reason or (f"{v.warnings} warning(s)" if v.warnings else ""))
+        out.print(matrix)
+    s = report.sizes
+    out.print(
+        f"unzipped {human_bytes(s.unzipped_total)} of {human_bytes(s.unzipped_limit)}; "
+        + ", ".join(f"{p}: {human_bytes(n)} zipped" for p, n in s.zipped)
+    )
+    if s.largest_dirs:
+        out.print("largest directories: " + ", ".join(
+            f"{p} {human_bytes(n)}" for p, n in s.largest_dirs[:5]))
+    out.print(
+        f"read {human_bytes(report.bytes_read)} from {report.members} members "
+        f"({report.elf_files} ELF files, RECORD {'checked' if report.record_checked else 'skipped'}"
+        f", inflate: {report.inflate}) in {report.seconds:.2f} s"
+    )
+    if report.single_target:
+        v = report.verdicts[0]
+        if code == 0:
+            out.print(f"[green]OK[/]: works on {v.target}"
+                      + (f" ({v.warnings} warning(s))" if v.warnings else ""))
+        else:
+            why = v.reason or f"{v.warnings} warning(s) with --strict"
+            out.print(f"[red]FAIL[/]: {v.target}: {why}")
+    else:
+        works = [v.target for v in report.verdicts if v.works]
+        if works and code == 0:
+            out.print(f"[green]OK[/]: works on {', '.join(works)}")
+        elif works:
+            out.print(f"[red]FAIL[/] (--strict: warnings); works on {', '.join(works)}")
+        else:
+            out.print("[red]FAIL[/]: works on no target")
