@@ -53,7 +53,7 @@ __all__ = [
 
 #: Default zstd level, chosen by measurement on the slimmed torch 2.13.0 tree
 #: (docs/performance.md, "Packed layers").
-DEFAULT_LEVEL = 19
+DEFAULT_LEVEL = 9
 MIN_LEVEL = 1
 MAX_LEVEL = 22
 LOADER_NAME = "torchwheel_loader.py"
