@@ -279,6 +279,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         self.prereleases = prereleases
         self.no_deps = no_deps
         self.skip = skip
+        self.runtime_set = runtime_packages(target)
         self.http = http
         self.cache_dir = cache_dir
         self.env = target.marker_environment()
@@ -416,7 +417,8 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             if not self._marker_ok(req, candidate.extras):
                 continue
             rname = str(canonicalize_name(req.name))
-            if rname in self.skip:
+            if rname in self.skip and candidate.name not in self.runtime_set:
+                # a runtime package's own deps stay: a newer boto3 needs its botocore
                 self.skipped.setdefault(rname, set()).add(candidate.name)
                 continue
             deps.append(_Req(rname, frozenset(canonicalize_name(e) for e in req.extras),

@@ -1,0 +1,178 @@
+"""resolve_closure(): Requires-Dist closure for the target, through a loopback index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.indexserver import IndexServer
+from tests.support.wheels import make_wheel
+from torchwheel.deps import parse_metadata, read_remote_metadata, resolve_closure
+from torchwheel.errors import InputError, NoCompatibleWheel
+from torchwheel.index import IndexClient
+from torchwheel.runtimes import make_target
+
+ARM312 = make_target("python3.12", "arm64")  # differs from the host (x86_64, 3.11)
+AL2023_311 = make_target("provided.al2023", "x86_64", "3.11")
+
+APP_REQUIRES = [
+    "liba>=1.0",
+    'libarm; platform_machine == "aarch64"',
+    'libnew; python_version >= "3.12"',
+    'libold; python_version < "3.12"',
+    "boto3",
+    "extra-thing[fancy]",
+    'libextra; extra == "opt"',
+]
+
+
+def populate(server: IndexServer, root: Path, **attrs: object) -> None:
+    """A small dependency world with markers, extras, a backtrack and runtime packages."""
+    w = root / "wheels"
+
+    def add(name: str, version: str, requires: list[str] | None = None,
+            tags: str = "py3-none-any") -> None:
+        server.add_project(name, [make_wheel(w, name, version, tags=tags,
+                                             requires_dist=requires or [])], **attrs)
+
+    add("app", "1.0", APP_REQUIRES)
+    add("liba", "1.0", ["libb>=1"])
+    add("liba", "2.0", ["libb>=2"])  # libb 2 only exists for cp312 → backtrack on 3.11
+    add("libb", "1.0")
+    add("libb", "2.0", tags="cp312-cp312-manylinux_2_17_x86_64.manylinux_2_17_aarch64")
+    add("libarm", "1.0")
+    add("libnew", "1.0")
+    add("libold", "1.0")
+    add("libextra", "1.0")
+    add("boto3", "1.0", ["botocore>=1"])
+    add("botocore", "1.0")
+    add("extra-thing", "1.0", ['fancydep; extra == "fancy"'])
+    add("fancydep", "1.0")
+
+
+@pytest.fixture
+def world(index_server: IndexServer, tmp_path: Path) -> IndexServer:
+    populate(index_server, tmp_path)
+    return index_server
+
+
+def names(closure: object) -> dict[str, str]:
+    return {p.name: str(p.version) for p in closure.pins}  # type: ignore[attr-defined]
+
+
+def test_markers_use_the_target_not_the_host(world: IndexServer) -> None:
+    with IndexClient(world.url) as idx:
+        c = resolve_closure(["app"], ARM312, idx)
+    assert names(c) == {
+        "app": "1.0", "liba": "2.0", "libb": "2.0", "libarm": "1.0", "libnew": "1.0",
+        "extra-thing": "1.0", "fancydep": "1.0",
+    }
+    assert c.pins[0].name == "app" and c.pins[0].requested
+    assert not any(p.requested for p in c.pins[1:])
+    pins = {p.name: p for p in c.pins}
+    assert pins["extra-thing"].extras == ("fancy",)
+    assert pins["libb"].required_by == ("liba",)
+    assert pins["fancydep"].required_by == ("extra-thing",)
+    # python3.12 ships boto3 (and botocore): left out and reported
+    assert c.skipped_runtime == ("boto3 (required by app; python3.12 ships it)",)
+    assert any("boto3" in n and "name them" in n for n in c.notes)
+
+
+def test_provided_runtime_backtracks_and_ships_nothing(world: IndexServer) -> None:
+    with IndexClient(world.url) as idx:
+        c = resolve_closure(["app"], AL2023_311, idx)
+    assert names(c) == {
+        "app": "1.0", "liba": "1.0", "libb": "1.0", "libold": "1.0", "boto3": "1.0",
+        "botocore": "1.0", "extra-thing": "1.0", "fancydep": "1.0",
+    }
+    assert c.skipped_runtime == ()
+
+
+def test_runtime_packages_when_asked(world: IndexServer) -> None:
+    with IndexClient(world.url) as idx:
+        c = resolve_closure(["app"], ARM312, idx, include_runtime_packages=True)
+        assert {"boto3", "botocore"} <= set(names(c))
+        c2 = resolve_closure(["boto3"], ARM312, idx)  # named: included, its deps too
+        assert names(c2) == {"boto3": "1.0", "botocore": "1.0"}
+
+
+def test_no_deps_and_version_pin(world: IndexServer) -> None:
+    with IndexClient(world.url) as idx:
+        c = resolve_closure(["liba"], AL2023_311, idx, no_deps=True)
+        assert names(c) == {"liba": "2.0"}  # no deps: nothing forces the backtrack
+        c = resolve_closure(["liba", "libnew"], AL2023_311, idx, version="<2", no_deps=True)
+        assert names(c) == {"liba": "1.0", "libnew": "1.0"}
+
+
+def test_pep658_metadata_avoids_wheel_downloads(world: IndexServer) -> None:
+    with IndexClient(world.url) as idx:
+        c = resolve_closure(["app"], ARM312, idx)
+    assert {p.metadata_source for p in c.pins} == {"pep658"}
+    wheel_gets = [r for r in world.requests if r.path.endswith(".whl")]
+    assert wheel_gets == []
+    assert world.count("/files/", "GET") == c.metadata_requests
+
+
+def test_range_read_when_no_metadata_file(index_server: IndexServer, tmp_path: Path) -> None:
+    populate(index_server, tmp_path, metadata=None)
+    with IndexClient(index_server.url) as idx:
+        c = resolve_closure(["app"], ARM312, idx)
+    assert {p.metadata_source for p in c.pins} == {"range"}
+    wheel_gets = [r for r in index_server.requests if r.path.endswith(".whl")]
+    assert wheel_gets and all("range" in r.headers for r in wheel_gets)
+    assert not [r for r in index_server.requests if r.path.endswith(".metadata")]
+
+
+def test_download_when_no_metadata_and_no_ranges(
+    index_server_factory: object, tmp_path: Path
+) -> None:
+    server: IndexServer = index_server_factory(ignore_range=True)  # type: ignore[operator]
+    populate(server, tmp_path, metadata=None)
+    with IndexClient(server.url) as idx:
+        c = resolve_closure(["liba"], ARM312, idx, cache_dir=tmp_path / "cache")
+    assert {p.metadata_source for p in c.pins} == {"wheel"}
+    # the downloaded wheels are in the cache for the install step
+    assert len(list((tmp_path / "cache" / "wheels").rglob("*.whl"))) == 2
+
+
+def test_nothing_compatible(index_server: IndexServer, tmp_path: Path) -> None:
+    index_server.add_project("winonly", [make_wheel(tmp_path, "winonly", "1.0",
+                                                    tags="cp312-cp312-win_amd64")])
+    index_server.add_project("needswin", [make_wheel(tmp_path, "needswin", "1.0",
+                                                     requires_dist=["winonly"])])
+    with IndexClient(index_server.url) as idx, pytest.raises(NoCompatibleWheel) as info:
+        resolve_closure(["needswin"], ARM312, idx)
+    msg = str(info.value)
+    assert "winonly" in msg and "required by needswin 1.0" in msg and "\n" not in msg
+
+
+def test_bad_requirements(world: IndexServer, tmp_path: Path) -> None:
+    with IndexClient(world.url) as idx:
+        with pytest.raises(InputError, match="not a requirement"):
+            resolve_closure(["app>>1"], ARM312, idx)
+        with pytest.raises(InputError, match="no package"):
+            resolve_closure(['app; python_version < "3"'], ARM312, idx)
+        with pytest.raises(InputError, match="no such wheel"):
+            resolve_closure([str(tmp_path / "nope-1.0-py3-none-any.whl")], ARM312, idx)
+
+
+def test_local_wheel_requirement(world: IndexServer, tmp_path: Path) -> None:
+    local = make_wheel(tmp_path / "local", "liba", "3.0", requires_dist=["libb"])
+    with IndexClient(world.url) as idx:
+        c = resolve_closure([str(local)], ARM312, idx)
+    assert names(c) == {"liba": "3.0", "libb": "2.0"}
+    assert c.pins[0].candidate.url.startswith("file:") and c.pins[0].metadata_source == "local"
+
+
+def test_parse_metadata_and_remote_range_helper(world: IndexServer, tmp_path: Path) -> None:
+    meta = parse_metadata(b"Metadata-Version: 2.1\nName: x\nVersion: 1\nRequires-Dist: y>1\n\n")
+    assert meta.requires_dist == ("y>1",) and meta.requires_python is None
+    with pytest.raises(InputError, match="lacks Name"):
+        parse_metadata(b"Version: 1\n\n")
+    import httpx
+
+    url = world.file_url("app", "app-1.0-py3-none-any.whl")
+    with httpx.Client() as client:
+        data = read_remote_metadata(client, url)
+    assert data is not None and b"Requires-Dist: liba>=1.0" in data
