@@ -3,5 +3,6 @@
 pytest_plugins: list[str] = [
     "tests.support.indexserver",
     "tests.support.elves",
+    "tests.support.layers",
     "tests.support.packed",
 ]

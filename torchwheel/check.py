@@ -103,7 +103,7 @@ FUNCTION_MOUNT = "/var/task"
 
 #: Members larger than this, or inflating more than this ratio, are suspicious (zip bombs).
 BOMB_MEMBER_BYTES = 4 * 1024**3
-BOMB_RATIO = 1000
+BOMB_RATIO = 1100  # deflate cannot exceed ~1032:1; more means the sizes lie
 BOMB_RATIO_MIN_BYTES = 1024 * 1024
 BOMB_TOTAL_BYTES = 16 * 1024**3
 
@@ -632,8 +632,8 @@ def _largest_dirs(entries: Sequence[LayerEntry], top: int = 10) -> list[tuple[st
         parts = e.path.split("/")[:-1]
         m = _SITE_RE.match(e.path)
         root = 4 if m else (1 if parts and parts[0] == "python" else 0)
-        for depth in (root + 1, root + 2):
-            if len(parts) >= depth:
+        for depth in (root, root + 1, root + 2):
+            if depth >= 1 and len(parts) >= depth:
                 sizes[f"{e.origin}:{'/'.join(parts[:depth])}/"] += e.size
     ranked = sorted(sizes.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:top]
