@@ -91,11 +91,13 @@ CODES: dict[str, str] = {
     "not-on-sys-path": ERROR,
     "wheel-not-extracted": ERROR,
     "record-mismatch": ERROR,
+    "packed-manifest": ERROR,
     "unzipped-too-large": ERROR,
     "too-many-layers": ERROR,
     "nested-zip": WARNING,
     "foreign-pycache": WARNING,
     "zipped-over-direct-upload": WARNING,
+    "ephemeral-storage": WARNING,
 }
 
 LAYER_MOUNT = "/opt"
@@ -1286,3 +1288,10 @@ def _scan_contents(state: CheckState, record: bool, workers: int | None) -> None
             state.digests[r.path] = r.digest
         if r.elf is not None:
             state.elves[r.path] = r.elf
+
+
+# Packed layers (torchwheel.packed): read the archive's members in memory, judge the /tmp need.
+from .packed import expand_packed_archive, packed_findings  # noqa: E402
+
+EXPANDERS.append(expand_packed_archive)
+EXTRA_CHECKS.append(packed_findings)
