@@ -270,3 +270,11 @@ def test_select_properties(files, target, pre):
         if v.compatible and c.version == chosen.version and v.rank is not None
     )
     assert judged[0][1].rank == best_rank
+
+
+def test_python37_uses_the_pymalloc_abi():
+    """CPython 3.7 wheels are cp37-cp37m (torch 1.13.1 was the last for it)."""
+    t = make_target("python3.7", "x86_64")
+    m = cand("torch-1.13.1+cpu-cp37-cp37m-linux_x86_64.whl")
+    chosen, _ = select([m], t)
+    assert chosen == m

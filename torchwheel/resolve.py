@@ -24,6 +24,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -162,14 +163,19 @@ def select(
     return chosen, ok + rest
 
 
+@lru_cache(maxsize=64)
+def _accepts(target: Target) -> tuple[frozenset[tuple[str, str]], frozenset[str]]:
+    """(interpreter, abi) pairs and platforms the target accepts."""
+    pairs = frozenset((t.interpreter, t.abi) for t in target.tags())
+    return pairs, frozenset(target.platforms()) | {"any"}
+
+
 def _python_and_platform_ok(filename: str, target: Target) -> tuple[bool, bool]:
     try:
         w = parse_wheel(filename)
     except InvalidWheelFilename:
         return False, False
-    tags = target.tags()
-    pairs = {(t.interpreter, t.abi) for t in tags}
-    plats = set(target.platforms()) | {"any"}
+    pairs, plats = _accepts(target)
     py_ok = any((i, a) in pairs for i in w.python_tags for a in w.abi_tags)
     plat_ok = any(p in plats for p in w.platform_tags)
     return py_ok, plat_ok

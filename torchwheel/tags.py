@@ -49,7 +49,9 @@ def target_tags(target: Target) -> list[_ptags.Tag]:
     platforms = target.platforms()
     py = target.python
     interpreter = target.cpython_tag
-    tags = list(_ptags.cpython_tags(py, [interpreter], platforms))
+    # CPython < 3.8 (pymalloc builds, as on Lambda's python3.7) has the ABI tag cp37m
+    abi = f"{interpreter}m" if py < (3, 8) else interpreter
+    tags = list(_ptags.cpython_tags(py, [abi], platforms))
     tags += list(_ptags.compatible_tags(py, interpreter, platforms))
     return tags
 

@@ -94,6 +94,16 @@ def _rank_table(target: Target) -> dict[Tag, int]:
     return ranks
 
 
+@lru_cache(maxsize=64)
+def _pairs_table(target: Target) -> frozenset[tuple[str, str]]:
+    return frozenset((t.interpreter, t.abi) for t in _rank_table(target))
+
+
+@lru_cache(maxsize=64)
+def _platforms_table(target: Target) -> frozenset[str]:
+    return frozenset(target.platforms()) | {"any"}
+
+
 _MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_(.+)$")
 _LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(.+)$")
 _CP_RE = re.compile(r"^cp(\d)(\d+)$")
@@ -191,7 +201,7 @@ def evaluate(
     if matched:
         rank, best = min(matched, key=lambda rt: rt[0])
     else:
-        platforms_ok = set(target.platforms()) | {"any"}
+        platforms_ok = _platforms_table(target)
         plat_reasons: list[str] = []
         if not any(p in platforms_ok for p in wheel.platform_tags):
             glibc_needs = []
@@ -209,7 +219,7 @@ def evaluate(
                     if not r.startswith("needs glibc")
                     or r.startswith(f"needs glibc {needs_glibc[0]}.{needs_glibc[1]} ")
                 ]
-        pairs_ok = {(t.interpreter, t.abi) for t in ranks}
+        pairs_ok = _pairs_table(target)
         py_reasons: list[str] = []
         pairs = [(i, a) for i in wheel.python_tags for a in wheel.abi_tags]
         if not any(pair in pairs_ok for pair in pairs):

@@ -107,6 +107,7 @@ class Request:
     path: str
     headers: dict[str, str]
     status: int = 0
+    sent: int = 0  # body bytes written
 
 
 @dataclass
@@ -257,6 +258,11 @@ class IndexServer:
                 for r in self.requests
                 if r.path.startswith(prefix) and (method is None or r.method == method)
             )
+
+    def bytes_sent(self, prefix: str = "") -> int:
+        """Body bytes sent for requests whose path starts with ``prefix``."""
+        with self._lock:
+            return sum(r.sent for r in self.requests if r.path.startswith(prefix))
 
     def clear_log(self) -> None:
         """Forget the logged requests."""
@@ -449,6 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if not head:
             self.wfile.write(body)
+            rec.sent += len(body)
 
     def _index_page(self, rec: Request, project: str | None, *, head: bool) -> None:
         idx = self.index
@@ -540,6 +547,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if not chunk:
                         break
                     self.wfile.write(chunk)
+                    rec.sent += len(chunk)
                     left -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
