@@ -16,7 +16,9 @@ from .errors import (
     TorchwheelError,
     UnknownRuntime,
 )
+from .fetch import fetch
 from .index import Candidate, IndexClient
+from .layer import LayerReport, build_layer
 from .remote import RemoteSize, remote_wheel_size
 from .resolve import Resolution, resolve, select
 from .runtimes import Runtime, Target, get_runtime, make_target, quotas, runtimes
@@ -29,6 +31,7 @@ __all__ = [
     "IndexClient",
     "InputError",
     "InvalidWheelFilename",
+    "LayerReport",
     "NetworkError",
     "NoCompatibleWheel",
     "RemoteSize",
@@ -39,8 +42,10 @@ __all__ = [
     "UnknownRuntime",
     "Verdict",
     "__version__",
+    "build_layer",
     "check",
     "evaluate",
+    "fetch",
     "get_runtime",
     "make_target",
     "quotas",
