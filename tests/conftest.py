@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.support.elves",
     "tests.support.layers",
     "tests.support.packed",
+    "tests.support.torch",
 ]

@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -30,29 +29,6 @@ from torchwheel.zipread import ZipReader
 
 TARGET = make_target("provided.al2023", "x86_64", "3.11")
 SITE = "python/lib/python3.11/site-packages"
-
-NATIVE_C = r"""
-#include <math.h>
-static double table[256];
-double native_answer(int i) {
-    for (int k = 0; k < 256; k++) table[k] = k * 0.5;
-    return table[i & 255] + 40.5;
-}
-int native_big(int n) { int s = 0; for (int k = 0; k < n; k++) s += k * k; return s; }
-"""
-
-
-@pytest.fixture(scope="session")
-def native_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A real shared object with debug info (so strip has something to remove)."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    d = tmp_path_factory.mktemp("native")
-    (d / "native.c").write_text(NATIVE_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O1", "native.c", "-o", "libnative.so",
-                    "-lm"], cwd=d, check=True, capture_output=True)
-    return (d / "libnative.so").read_bytes()
-
 
 def _rh(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
