@@ -398,3 +398,78 @@ def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
     with IndexClient(index_server.url) as index, pytest.raises(
             NoCompatibleWheel, match=r"no zstandard wheel fits python3\.11/arm64"):
         resolve_zstandard(make_target("python3.11", "arm64"), index)
+
+
+# --- check understands packed layers ----------------------------------------------------------
+
+
+def _check(*zips: Path, python: str = PY, runtime: str = "provided.al2023") -> Any:
+    from torchwheel.check import check
+
+    return check(list(zips), runtime=runtime, arch="x86_64", python=python)
+
+
+@needs_host_target
+def test_check_passes_small_packed_layer(small_layer_zip: Path) -> None:
+    report = _check(small_layer_zip)
+    assert not report.errors, [f.message for f in report.errors]
+    assert not report.warnings, [f.message for f in report.warnings]
+    codes = [f.code for f in report.findings]
+    assert codes == ["ephemeral-storage"]
+    eph = report.findings[0]
+    assert eph.severity == "info"
+    assert eph.path.endswith(f"python/{MANIFEST_DIR}/{ARCHIVE_NAME}")
+    assert eph.detail["needed_mb"] == 17 and eph.detail["files"] > 5
+    names = {d["name"]: d["path"] for d in report.distributions}
+    assert {"purepkg", "nativepkg", "zstandard"} <= set(names)
+    assert "/tmp/torchwheel-" in names["nativepkg"]
+    assert report.elf_files >= 2  # the native extension inside the archive + zstandard's
+
+
+@needs_host_target
+def test_check_judges_members_inside_the_archive(small_layer_zip: Path) -> None:
+    report = _check(small_layer_zip, runtime="python3.12", python="3.12")
+    bad = [f for f in report.errors if "/tmp/torchwheel-" in f.path]
+    assert bad, [f.code for f in report.findings]
+    assert any("nativepkg" in f.path for f in bad), [(f.code, f.path) for f in bad]
+
+
+@needs_host_target
+def test_check_reports_manifest_mismatch(small_layer_zip: Path, tmp_path: Path) -> None:
+    opt = unzip_layer(small_layer_zip, tmp_path / "opt")
+    mpath = opt / "python" / MANIFEST_DIR / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["sha256"] = "f" * 64
+    mpath.write_text(json.dumps(manifest))
+    report = _check(zip_tree(opt, tmp_path / "edited.zip"))
+    [finding] = [f for f in report.errors if f.code == "packed-manifest"]
+    assert "does not match manifest.json" in finding.message
+    assert "ffffffffffffffff" in finding.message
+
+
+@needs_host_target
+def test_check_corrupt_packed_archive_is_bad_input(small_layer_zip: Path, tmp_path: Path) -> None:
+    opt = unzip_layer(small_layer_zip, tmp_path / "opt")
+    archive = opt / "python" / MANIFEST_DIR / ARCHIVE_NAME
+    archive.write_bytes(archive.read_bytes()[:-200])
+    bad = zip_tree(opt, tmp_path / "bad.zip")
+    with pytest.raises(ArchiveError, match=rf"{ARCHIVE_NAME}: unreadable packed archive"):
+        _check(bad)
+    from torchwheel.cli import main
+
+    assert main(["check", str(bad), "--runtime", "provided.al2023", "--python", PY]) == 2
+
+
+def test_check_warns_when_tmp_default_is_too_small(tmp_path: Path) -> None:
+    tree = tmp_path / "sp"
+    (tree / "blob").mkdir(parents=True)
+    with open(tree / "blob" / "zeros.bin", "wb") as f:  # sparse: cheap to make and to pack
+        f.truncate(600 * 2**20)
+    layer = tmp_path / "layer"
+    make_packed_tree(tree, layer, make_target("python3.14", "x86_64"), level=1, measure=False)
+    report = _check(zip_tree(layer, tmp_path / "big.zip"), runtime="python3.14", python="3.14")
+    [eph] = [f for f in report.findings if f.code == "ephemeral-storage"]
+    assert eph.severity == "warning"
+    assert eph.detail["needed_mb"] == 617  # 600 MiB + 4 KiB blocks + 16 MiB margin
+    assert "set the function's EphemeralStorage to at least 704 MB" in eph.message
+    assert not report.errors
