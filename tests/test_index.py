@@ -70,11 +70,12 @@ def test_client_prefers_json_through_accept(torch_index: IndexServer):
     assert all(c.size is not None and c.size > 0 for c in cands)
 
 
-def test_html_attributes_unescaped_yanked_and_metadata(index_server: IndexServer, tmp_path):
+@pytest.mark.parametrize("fmt", ["html", "json"])
+def test_attributes_unescaped_yanked_and_metadata(index_server: IndexServer, tmp_path, fmt):
     a = make_wheel(tmp_path, "demo", "1.0", tags="py3-none-any")
     b = make_wheel(tmp_path, "demo", "1.1", tags="py3-none-any")
     c = make_wheel(tmp_path, "demo", "1.2", tags="py3-none-any")
-    index_server.formats = ("html",)
+    index_server.formats = (fmt,)
     index_server.add_project(
         "demo",
         [
@@ -91,7 +92,8 @@ def test_html_attributes_unescaped_yanked_and_metadata(index_server: IndexServer
     assert not got[b.name].has_metadata
     assert got[c.name].has_metadata and got[c.name].metadata_sha256 is None
     assert got[c.name].yanked is False
-    assert got[c.name].size is None  # PEP 503 HTML has no sizes
+    # PEP 503 HTML has no sizes; PEP 691 v1.1 JSON does
+    assert got[c.name].size == (None if fmt == "html" else c.stat().st_size)
 
 
 def test_metadata_attr_dist_info_only(index_server: IndexServer, tmp_path):
@@ -118,17 +120,20 @@ def test_absolute_urls_and_name_normalization(index_server: IndexServer, tmp_pat
 
 
 def test_redirects_are_followed(index_server: IndexServer, tmp_path):
+    """A find-links URL that redirects: links resolve against the final URL."""
     w = make_wheel(tmp_path, "demo", "1.0")
+    index_server.formats = ("html",)
     index_server.add_project("demo", [w])
-    extra = [r for r in index_server.requests]
-    assert extra == []
-    # the index answers /simple/Demo with a 301 to /simple/demo/
     with httpx.Client() as hc:
         assert hc.get(index_server.url + "/Demo").status_code == 301
-    with client_for(index_server.url, client=httpx.Client()) as idx:
-        # an injected client without follow_redirects still follows (the client asks per request)
-        idx_page = idx._get_page(index_server.url + "/Demo", index=index_server.url)
-    assert idx_page.url.endswith("/simple/demo/")
+    # an injected client without follow_redirects still follows (the client asks per request)
+    with (
+        httpx.Client() as hc,
+        IndexClient(find_links=[index_server.url + "/Demo"], no_index=True, client=hc) as idx,
+    ):
+        (cand,) = idx.candidates("demo")
+    assert cand.url == index_server.file_url("demo", w.name)
+    assert [r.status for r in index_server.requests[1:]] == [301, 200]
 
 
 def test_pages_fetched_once_per_client(torch_index: IndexServer):
