@@ -473,3 +473,68 @@ def test_check_warns_when_tmp_default_is_too_small(tmp_path: Path) -> None:
     assert eph.detail["needed_mb"] == 617  # 600 MiB + 4 KiB blocks + 16 MiB margin
     assert "set the function's EphemeralStorage to at least 704 MB" in eph.message
     assert not report.errors
+
+
+# --- build --packed ----------------------------------------------------------------------------
+
+
+@needs_host_target
+def test_build_cli_packed_layer_end_to_end(index_server: Any, tmp_path: Path, pure_wheel: Path,
+                                           native_wheel: Path, zstandard_wheel: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from torchwheel.cli import main
+
+    index_server.add_project("purepkg", [pure_wheel])
+    index_server.add_project("nativepkg", [native_wheel])
+    index_server.add_project("zstandard", [zstandard_wheel])
+    out = tmp_path / "layer.zip"
+    argv = ["build", "purepkg", "nativepkg", "--runtime", "provided.al2023", "--python", PY,
+            "--index-url", index_server.url, "-o", str(out), "--packed", "--zstd-level", "5",
+            "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    packed = doc["packed"]
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+        info = zf.getinfo(f"python/{MANIFEST_DIR}/{ARCHIVE_NAME}")
+        assert info.compress_type == zipfile.ZIP_STORED
+        manifest = json.loads(zf.read(f"python/{MANIFEST_DIR}/manifest.json"))
+        assert zf.read(f"python/{LOADER_NAME}") == loader_source()
+    assert not any(n.startswith(f"python/lib/python{PY}/site-packages/purepkg") for n in names)
+    assert any(n.startswith("python/zstandard/") for n in names)
+    assert packed["level"] == manifest["level"] == 5
+    assert packed["sha256"] == manifest["sha256"]
+    assert packed["archive_bytes"] == info.file_size
+    assert doc["unzipped_bytes"] == packed["layer_bytes"] == sum(
+        i.file_size for i in zipfile.ZipFile(out).infolist())
+    assert doc["files"] == len([n for n in names if not n.endswith("/")])
+    assert {p["name"] for p in doc["packages"]} == {"purepkg", "nativepkg"}
+    assert packed["unpack_seconds"] > 0 and packed["needs_ephemeral_storage"] is False
+    # reproducible: a second build gives the same bytes
+    again = tmp_path / "again.zip"
+    assert main([*argv[:-4], "-o", str(again), "--packed", "--zstd-level", "5"]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    text = capsys.readouterr().out
+    assert "Packed" in text and "import torchwheel_loader" in text
+    # and the layer starts
+    opt = unzip_layer(out, tmp_path / "opt")
+    proc = lambda_start(opt, tmp_path / "tmp", _HANDLER)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("42 42 True")
+    # check passes it with the /tmp note only
+    report = _check(out)
+    assert [f.code for f in report.findings] == ["ephemeral-storage"]
+
+
+def test_build_packed_without_a_zstandard_wheel(index_server: Any, tmp_path: Path,
+                                                pure_wheel: Path) -> None:
+    from torchwheel.cli import main
+
+    index_server.add_project("purepkg", [pure_wheel])
+    index_server.add_project("zstandard", [
+        make_wheel(tmp_path / "z", "zstandard", "0.25.0", tags="cp312-cp312-win_amd64")])
+    out = tmp_path / "layer.zip"
+    rc = main(["build", "purepkg", "--runtime", "python3.12", "--index-url", index_server.url,
+               "-o", str(out), "--packed"])
+    assert rc == 1
+    assert not out.exists()

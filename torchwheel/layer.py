@@ -1248,6 +1248,8 @@ def build_layer(
     prereleases: bool | None = None,
     progress: Callable[[str, int, int | None], None] | None = None,
     workers: int | None = None,
+    packed: bool = False,
+    zstd_level: int | None = None,
 ) -> LayerReport:
     """Build a Lambda layer for ``packages`` (requirement strings or local ``.whl`` paths).
 
@@ -1258,8 +1260,12 @@ def build_layer(
     (``"2.5.1"`` or a specifier like ``">=2.5,<2.6"``). ``index`` is an
     :class:`~torchwheel.index.IndexClient` (built from the index options otherwise).
     Returns a :class:`LayerReport`; nothing is left half-written on error.
+
+    ``packed`` ships the tree as a zstd archive (level ``zstd_level``) plus a loader that
+    unpacks it into ``/tmp`` (see :mod:`torchwheel.packed`, docs/packed-layers.md).
     """
     from . import deps as _deps
+    from . import packed as _packed
     from .fetch import fetch
     from .report import human_bytes
     from .runtimes import make_target
@@ -1307,6 +1313,10 @@ def build_layer(
             path = fetch(pin.candidate, cache_dir=cache_dir, client=http, progress=cb,
                          offline=offline)
             wheels.append((pin, path))
+        zstd_wheel: Path | None = None
+        if packed and _packed.needs_zstandard(target):
+            zstd_wheel = _packed.resolve_zstandard(target, index, cache_dir=cache_dir,
+                                                   client=http, offline=offline)
         timings["fetch"] = time.perf_counter() - t
     finally:
         if own_index:
@@ -1318,6 +1328,8 @@ def build_layer(
         root = _prepare_tree_dir(tree_path)
     else:
         root = Path(tempfile.mkdtemp(prefix="torchwheel-layer-"))
+    pack_info: _packed.PackInfo | None = None
+    out_root = root
     try:
         t = time.perf_counter()
         lt = LayerTree(root, prefix, workers=workers, slim=slim)
@@ -1338,17 +1350,30 @@ def build_layer(
             steps.append(_run_strip(lt, workers))
             timings["strip"] = time.perf_counter() - t
         lt.finalize()
+        if packed:
+            t = time.perf_counter()
+            out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-",
+                                             dir=tree_path.parent if tree_path else None))
+            pack_info = _packed.make_packed_tree(
+                root / prefix, out_root, target, zstandard_wheel=zstd_wheel,
+                level=_packed.DEFAULT_LEVEL if zstd_level is None else zstd_level)
+            timings["pack"] = time.perf_counter() - t
         zres: ZipResult | None = None
         if out_path is not None:
             t = time.perf_counter()
-            zres = write_layer_zip(root, out_path, raw_sources=lt.raw_sources(),
-                                   compresslevel=compresslevel, workers=workers)
+            # packed: the archive is zstd already; storing it beats deflating it again
+            zres = write_layer_zip(out_root, out_path,
+                                   raw_sources=None if packed else lt.raw_sources(),
+                                   compresslevel=0 if packed else compresslevel,
+                                   workers=workers)
             timings["zip"] = time.perf_counter() - t
         if tree_path is not None:
-            _publish_tree(root, tree_path)
+            _publish_tree(out_root, tree_path)
     finally:
         if root.exists() and (tree_path is None or root != tree_path):
             shutil.rmtree(root, ignore_errors=True)
+        if out_root != root and out_root.exists() and out_root != tree_path:
+            shutil.rmtree(out_root, ignore_errors=True)
     timings["total"] = time.perf_counter() - t0
 
     pkgs = []
@@ -1358,11 +1383,15 @@ def build_layer(
                                 d.wheel_bytes, d.requested, d.source_url, d.sha256))
     pkgs.sort(key=lambda p: -p.unzipped_bytes)
     unzipped = lt.unzipped_bytes()
+    if pack_info is not None and pack_info.layer_bytes is not None:
+        unzipped = pack_info.layer_bytes
     largest = sorted(((tf.rel, tf.size) for tf in lt.files.values()), key=lambda x: (-x[1], x[0]))
     checks = quota_checks(zres.zipped_bytes if zres else None, unzipped)
     suggestions = _suggestions(checks, slimmed=slim, stripped=strip,
                                slim_would_save=slim_would_save, packages=pkgs, human=human_bytes)
     notes = list(closure.notes) + lt.notes
+    if pack_info is not None:
+        notes.extend(pack_info.notes)
     return LayerReport(
         target=target.label,
         runtime=target.runtime.name,
@@ -1374,7 +1403,7 @@ def build_layer(
         tree=tree_path,
         zipped_bytes=zres.zipped_bytes if zres else None,
         unzipped_bytes=unzipped,
-        files=len(lt.files),
+        files=len(lt.files) if pack_info is None else len(pack_info.extra_files) + 1,
         sha256=zres.sha256 if zres else None,
         raw_copied=zres.raw_copied if zres else 0,
         compressed=zres.compressed if zres else 0,
@@ -1386,6 +1415,7 @@ def build_layer(
         suggestions=tuple(suggestions),
         notes=tuple(notes),
         timings=timings,
+        packed=pack_info.to_json() if pack_info is not None else None,
     )
 
 
