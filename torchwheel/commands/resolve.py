@@ -155,7 +155,7 @@ def _print_one(res: Resolution, sizes: dict[str, RemoteSize], args: argparse.Nam
     t = res.target
     rt = t.runtime
     out.print(
-        f"[bold]{res.package}[/bold] for [bold]{t.label}[/bold] "
+        f"[bold]{res.package}[/bold] for [bold]{rt.name}/{t.arch}[/bold] "
         f"(CPython {t.python_str}, {rt.os_short}, glibc {rt.glibc_str})"
     )
     table = Table(show_lines=False)
