@@ -535,11 +535,7 @@ def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
     if hasher is not None:
         res.digest = f"{algo}=" + base64.urlsafe_b64encode(hasher.digest()).rstrip(b"=").decode()
     if scanner is not None:
-        info = scanner.result()
-        if info is None:  # a needed range went by unkept: seek for it
-            with entry.open() as f:
-                info = parse_elf(f, name=entry.label, size=entry.size)
-        res.elf = info
+        res.elf = scanner.result(reopen=entry.open)
     return res
 
 

@@ -47,9 +47,9 @@ __all__ = [
 ELF_MAGIC = b"\x7fELF"
 
 #: Bytes from the start of an ELF file that :class:`ELFScanner` always keeps.
-KEEP_PREFIX = 32 * 1024 * 1024
+KEEP_PREFIX = 2 * 1024 * 1024
 #: Bytes before the dynamic section that :class:`ELFScanner` keeps (patchelf's new segment).
-KEEP_BEFORE_DYNAMIC = 8 * 1024 * 1024
+KEEP_BEFORE_DYNAMIC = 4 * 1024 * 1024
 
 MACHINES: dict[int, str] = {
     2: "sparc",
@@ -492,8 +492,25 @@ class ELFScanner:
                 self._dynamic_window_added = True
                 self._add_window(miss.offset - self._keep_before_dynamic, miss.offset)
 
-    def result(self) -> ELFInfo | None:
-        """The parsed info; None when a needed range was not kept (re-read with seeks)."""
+    def result(self, reopen: Callable[[], BinaryIO] | None = None) -> ELFInfo | None:
+        """The parsed info.
+
+        When a needed range went by unkept (normally the string and version tables near the
+        start of a big library, read before the dynamic section told where they are),
+        ``reopen`` is called for a fresh seekable stream and only the missing ranges are
+        read from it (for a deflated member: inflating again up to them, typically a few
+        MB), the kept windows serving the rest. Without ``reopen`` the result is None then.
+        """
         if self._info is None and not self._missed:
             self._try()
+        if self._info is None and reopen is not None:
+            with reopen() as stream:
+                def get(off: int, ln: int) -> bytes:
+                    try:
+                        return self._get(off, ln)
+                    except _NeedRange:
+                        stream.seek(off)
+                        return stream.read(ln)
+
+                self._info = _parse(get, self.size, self.name)
         return self._info

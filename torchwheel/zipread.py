@@ -336,7 +336,7 @@ _crc32: Callable[[bytes, int], int] = _zlib.crc32
 #: Compressed bytes fed to the inflater per step (small: ``unconsumed_tail`` is copied).
 _IN_STEP = 256 * 1024
 #: Most bytes one inflate step may produce (bounds memory on highly compressible members).
-_OUT_STEP = 8 * 1024 * 1024
+_OUT_STEP = 2 * 1024 * 1024
 
 
 class _MemberStream(io.BufferedIOBase):
@@ -617,7 +617,7 @@ class ZipReader:
         yield from stream.chunks()
 
     def read_many(
-        self, members: Iterable[ZipMember], *, span: int = 8 * 1024 * 1024
+        self, members: Iterable[ZipMember], *, span: int = 4 * 1024 * 1024
     ) -> Iterator[tuple[ZipMember, bytes]]:
         """Yield ``(member, content)`` for small members, reading neighbours in one ``pread``.
 

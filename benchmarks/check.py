@@ -1,0 +1,177 @@
+"""Benchmark `torchwheel check` on the real torch layer against the tools users would use.
+
+In one run, each as a child process (wall time, peak RSS from ``os.wait4``):
+
+* ``torchwheel check LAYER --runtime python3.11 --json`` (RECORD hashed: every byte inflated)
+* the same with ``--no-record`` (ELF files and metadata only)
+* the same without ``--runtime`` (the matrix over every runtime × architecture)
+* ``auditwheel show WHEEL`` (reads every ELF file of the wheel with pyelftools)
+* a stdlib ``zipfile`` read of every member of the layer (a full inflate, no checks)
+
+The layer is the torch 2.13.0 CPU wheel (``pip download torch==2.13.0 --no-deps``) re-zipped
+under ``python/lib/python3.11/site-packages/`` by copying compressed members as they are.
+Results go to stdout and, with ``--write``, to the "Check" section of docs/performance.md.
+
+    python benchmarks/check.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.layers import SITE311, TORCH_REQUIREMENT, rezip_raw  # noqa: E402
+from torchwheel.zipread import inflate_backend  # noqa: E402
+
+ZIPFILE_READ = """
+import sys, zipfile
+n = 0
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    for info in zf.infolist():
+        with zf.open(info) as f:
+            while True:
+                b = f.read(1 << 20)
+                if not b:
+                    break
+                n += len(b)
+print(n)
+"""
+
+GOALS = {"auditwheel": 40.0, "zipfile": 0.6, "rss_mb": 150.0}
+
+
+def run(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Run ``cmd``; return (seconds, peak RSS in MiB, exit code, stdout)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return seconds, usage.ru_maxrss / 1024, proc.returncode, out.decode(errors="replace")
+
+
+def measure(name: str, cmd: list[str], repeat: int) -> dict[str, float | int | str]:
+    times, rss = [], []
+    code = 0
+    for _ in range(repeat):
+        t, r, code, _out = run(cmd)
+        times.append(t)
+        rss.append(r)
+    best = min(times)
+    print(f"{name:28s} best {best:7.2f} s  median {statistics.median(times):7.2f} s  "
+          f"peak RSS {max(rss):6.0f} MiB  exit {code}", flush=True)
+    return {"name": name, "best": best, "median": statistics.median(times),
+            "rss": max(rss), "exit": code, "runs": repeat}
+
+
+def get_wheel(work: Path) -> Path:
+    dest = work / "wheel"
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", TORCH_REQUIREMENT, "--no-deps",
+                    "--only-binary", ":all:", "-d", str(dest), "--quiet"], check=True)
+    return sorted(dest.glob("torch-*.whl"))[0]
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "docs" / "performance.md"
+    doc = path.read_text() if path.exists() else "# Performance\n"
+    start = doc.find("\n## Check\n")
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        end = doc.find("\n## ", start + 1)
+        doc = doc[: start + 1] + text + ("" if end < 0 else doc[end:])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(doc)
+    tmp.replace(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each fast command")
+    ap.add_argument("--write", action="store_true", help="update docs/performance.md")
+    ap.add_argument("--skip-auditwheel", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tw-bench-check-") as tmp:
+        work = Path(tmp)
+        wheel = get_wheel(work)
+        t0 = time.perf_counter()
+        layer = rezip_raw(wheel, work / "torch-layer.zip", SITE311)
+        print(f"layer built in {time.perf_counter() - t0:.2f} s: {layer.stat().st_size:,} bytes")
+        py = sys.executable
+        rows = [
+            measure("torchwheel check", [py, "-m", "torchwheel", "check", str(layer),
+                                         "--runtime", "python3.11", "--json"], args.repeat),
+            measure("torchwheel check --no-record",
+                    [py, "-m", "torchwheel", "check", str(layer), "--runtime", "python3.11",
+                     "--json", "--no-record"], args.repeat),
+            measure("torchwheel check (matrix)", [py, "-m", "torchwheel", "check", str(layer),
+                                                  "--json"], args.repeat),
+            measure("stdlib zipfile read all", [py, "-c", ZIPFILE_READ, str(layer)],
+                    args.repeat),
+        ]
+        aw = shutil.which("auditwheel")
+        if aw and not args.skip_auditwheel:
+            rows.append(measure("auditwheel show", [aw, "show", str(wheel)], 1))
+    by = {r["name"]: r for r in rows}
+    check_t = float(by["torchwheel check"]["best"])
+    norec_t = float(by["torchwheel check --no-record"]["best"])
+    zf_t = float(by["stdlib zipfile read all"]["best"])
+    lines = [
+        "## Check",
+        "",
+        "`python benchmarks/check.py --write` on the torch 2.13.0 CPU wheel (cp311, 190 MB, "
+        "699 MB unzipped, 12,248 members, 136 ELF files) re-zipped as a layer under "
+        "`python/lib/python3.11/site-packages/`. Each command is a child process (Python start-up "
+        "included); best of the runs shown; peak RSS from `wait4`. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, inflate: {inflate_backend()}.",
+        "",
+        "| command | best (s) | median (s) | peak RSS (MiB) | runs |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['name']} | {float(r['best']):.2f} | {float(r['median']):.2f} | "
+                     f"{float(r['rss']):.0f} | {r['runs']} |")
+    lines.append("")
+    lines.append("| goal | measured | met? |")
+    lines.append("|---|---|---|")
+    if "auditwheel show" in by:
+        aw_t = float(by["auditwheel show"]["best"])
+        for name, t in (("check", check_t), ("check --no-record", norec_t)):
+            ratio = aw_t / t
+            met = "yes" if ratio >= GOALS["auditwheel"] else "no"
+            lines.append(f"| ≥ {GOALS['auditwheel']:.0f}× faster than `auditwheel show` "
+                         f"({name}) | {ratio:.1f}× | {met} |")
+    for name, t in (("check", check_t), ("check --no-record", norec_t)):
+        speed = zf_t / t
+        lines.append(f"| ≥ {GOALS['zipfile']}× the speed of a stdlib full read ({name}) | "
+                     f"{speed:.2f}× | {'yes' if speed >= GOALS['zipfile'] else 'no'} |")
+    rss = max(float(by[n]["rss"]) for n in ("torchwheel check", "torchwheel check --no-record",
+                                             "torchwheel check (matrix)"))
+    lines.append(f"| peak RSS ≤ {GOALS['rss_mb']:.0f} MB | {rss:.0f} MiB | "
+                 f"{'yes' if rss <= GOALS['rss_mb'] else 'no'} |")
+    lines.append("")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
