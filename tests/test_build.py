@@ -77,11 +77,10 @@ def test_tree_with_native_extension_imports(
     site = tree / "python/lib/python3.11/site-packages"
     code = (f"import sys; sys.path.insert(0, {str(site)!r}); "
             "import nativepkg._native as n; print(n.twice(21))")
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+    proc = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True,
                           text=True)
     assert proc.stdout.strip() == "42", proc.stderr
-    assert not list(tree.rglob("__pycache__")) or all(
-        p.is_relative_to(site) for p in tree.rglob("__pycache__"))  # only from this import
+    assert not list(tree.rglob("__pycache__")) and not list(tree.rglob("*.pyc"))
 
 
 def test_layout_python_and_human_output(
