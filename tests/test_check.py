@@ -234,6 +234,22 @@ def test_record_mismatch(tmp_path: Path) -> None:
     assert r.ok
 
 
+def test_vendored_dist_info_is_not_an_installed_distribution(tmp_path: Path) -> None:
+    # setuptools ships setuptools/_vendor/<pkg>.dist-info with RECORDs nobody maintains
+    vendored_record = b"inner/__init__.py,sha256=AAAA,3\ninner/gone.pyi,,\n"
+    wheel = make_wheel(tmp_path / "w", "outer", "1.0", files={
+        "outer/__init__.py": b"",
+        "outer/_vendor/inner/__init__.py": b"x = 1\n",
+        "outer/_vendor/inner-1.0.dist-info/METADATA": b"Name: inner\nVersion: 1.0\n"
+                                                      b"Requires-Dist: absent\n",
+        "outer/_vendor/inner-1.0.dist-info/RECORD": vendored_record,
+    })
+    r = check([make_layer(tmp_path / "v.zip", install_wheel(wheel, "python/"))],
+              runtime="python3.12")
+    assert r.ok and r.findings == ()
+    assert {d["name"] for d in r.distributions} == {"outer", "inner"}
+
+
 def test_record_hashes_big_members_and_elf(tmp_path: Path, elves: Elves) -> None:
     # a member above the batch threshold goes through the streaming path
     big = bytes(range(256)) * 8192 * 3  # 6 MiB, compresses well but not to nothing
@@ -358,24 +374,43 @@ def test_layer_built_by_layer_tree(tmp_path: Path, elves: Elves) -> None:
 
 @pytest.mark.torch
 def test_real_torch_layer(torch_layer: Path) -> None:
-    r = check([torch_layer], runtime="python3.11")
-    glibc = {f.path.rsplit(":", 1)[1]: f.detail["needs"] for f in r.findings
+    # one scan, judged for every runtime x arch (provided.* with CPython 3.11)
+    r = check([torch_layer], python="3.11")
+    by = {v.target: v for v in r.verdicts}
+
+    def vcodes(label: str, severity: str | None = None) -> set[str]:
+        return {f.code for f in by[label].findings if severity in (None, f.severity)}
+
+    py311 = by["python3.11/x86_64"]
+    glibc = {f.path.rsplit(":", 1)[1]: f.detail["needs"] for f in py311.findings
              if f.code == "glibc-too-new"}
     assert glibc[SITE311 + "torch/lib/libtorch_cpu.so"] == "2.28"
-    assert "record-mismatch" not in codes(r)  # 12,248 files hashed against RECORD
-    assert {"unzipped-too-large", "tag-incompatible", "missing-dependency"} <= codes(r, "error")
+    assert "record-mismatch" not in vcodes("python3.11/x86_64")  # 12,248 files vs RECORD
+    assert {"unzipped-too-large", "tag-incompatible", "missing-dependency"} <= vcodes(
+        "python3.11/x86_64", "error")
     assert "zipped-over-direct-upload" in codes(r, "warning")
     assert r.elf_files > 100
-    al2023 = check([torch_layer], runtime="provided.al2023", python="3.11", record=False)
+    al2023 = "provided.al2023/x86_64 (CPython 3.11)"
     native = {"glibc-too-new", "glibcxx-too-new", "elf-arch-mismatch", "abi-mismatch",
               "tag-incompatible"}
-    assert not codes(al2023) & native
-    assert codes(al2023, "error") == {"unzipped-too-large", "missing-dependency"}
-    assert check([torch_layer], runtime="provided.al2023", python="3.11", record=False,
-                 ignore=["unzipped-too-large", "missing-dependency"]).ok
-    arm = check([torch_layer], runtime="provided.al2023", arch="arm64", python="3.11",
-                record=False)
-    assert "elf-arch-mismatch" in codes(arm)
+    assert not vcodes(al2023) & native
+    assert vcodes(al2023, "error") == {"unzipped-too-large", "missing-dependency"}
+    assert "elf-arch-mismatch" in vcodes("provided.al2023/arm64 (CPython 3.11)")
+    assert by["python3.12/x86_64"].reason.startswith("wrong-python-dir")  # type: ignore[union-attr]
+    ok = check([torch_layer], runtime="provided.al2023", python="3.11", record=False,
+               ignore=["unzipped-too-large", "missing-dependency"])
+    assert ok.ok
+
+
+@pytest.mark.torch
+def test_torch_layer_built_by_build(torch_layer_zip: Path) -> None:
+    """The slimmed + stripped layer `torchwheel build` makes (provided.al2023, CPython 3.11)."""
+    r = check([torch_layer_zip], runtime="provided.al2023", python="3.11")
+    assert "record-mismatch" not in codes(r)  # build rewrote RECORD after strip and slim
+    assert "missing-dependency" not in codes(r)  # the closure is in the layer
+    assert not codes(r, "error") - {"unzipped-too-large"}, r.findings
+    r311 = check([torch_layer_zip], runtime="python3.11", record=False)
+    assert "glibc-too-new" in codes(r311)
 
 
 # -- hooks ---------------------------------------------------------------------------------------

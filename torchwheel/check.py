@@ -199,6 +199,7 @@ class DistInfo:
     tags: tuple[str, ...]
     record: dict[str, tuple[str, str]]  # absolute path -> (hash "algo=b64", size)
     origin: str
+    vendored: bool = False  # inside another distribution's package (setuptools/_vendor/...)
 
     @property
     def key(self) -> str:
@@ -481,6 +482,26 @@ def _load_dists(files: dict[str, LayerEntry]) -> list[DistInfo]:
     return dists
 
 
+def _mark_vendored(dists: Sequence[DistInfo]) -> None:
+    """Flag dist-info directories that sit inside another distribution's files.
+
+    ``setuptools/_vendor/more_itertools-10.8.0.dist-info`` describes a vendored copy, not an
+    installed distribution: its RECORD is not maintained by installers (nor by slimming).
+    """
+    owned_dirs: set[str] = set()
+    for d in dists:
+        for path in d.record:
+            if path.startswith(d.site + "/") and ".dist-info/" not in path:
+                parent = posixpath.dirname(path)
+                while len(parent) > len(d.site):
+                    if parent in owned_dirs:
+                        break
+                    owned_dirs.add(parent)
+                    parent = posixpath.dirname(parent)
+    for d in dists:
+        d.vendored = d.site in owned_dirs
+
+
 def _elf_candidate(entry: LayerEntry) -> bool:
     base = posixpath.basename(entry.path)
     if _SO_RE.search(base) or ".so." in base:
@@ -641,10 +662,11 @@ def _record_findings(state: CheckState, record: bool) -> list[Finding]:
     findings: list[Finding] = []
     if not record:
         return findings
+    dists = [d for d in state.dists if not d.vendored]
     claimed: set[str] = set()
     for d in state.dists:
         claimed.update(d.record)
-    for d in state.dists:
+    for d in dists:
         bad: list[str] = []
         missing: list[str] = []
         for path, (digest, size) in sorted(d.record.items()):
@@ -681,7 +703,7 @@ def _record_findings(state: CheckState, record: bool) -> list[Finding]:
             ))
     # files in a distribution's top-level packages that no RECORD lists
     tops: dict[str, set[str]] = defaultdict(set)
-    for d in state.dists:
+    for d in dists:
         for path in d.record:
             if path.startswith(d.site + "/"):
                 first = path[len(d.site) + 1 :].split("/", 1)
@@ -824,7 +846,7 @@ def _judge_target(state: CheckState, target: Target) -> list[Finding]:
             f"{target.python_str}", files=n,
         ))
     # distributions visible to this target
-    visible = [d for d in state.dists if d.site in sys_path]
+    visible = [d for d in state.dists if d.site in sys_path and not d.vendored]
     installed: dict[str, DistInfo] = {}
     for d in reversed(visible):  # earlier sys.path entries win
         installed[d.key] = d
@@ -1177,6 +1199,7 @@ def check(
                 with e.open() as f:
                     state.symlinks[path] = f.read().decode("utf-8", "replace")
         state.dists = _load_dists(files)
+        _mark_vendored(state.dists)
         _scan_contents(state, record, workers)
         generic.extend(_layout_findings(entries))
         generic.extend(_symlink_findings(state))
@@ -1238,6 +1261,8 @@ def _scan_contents(state: CheckState, record: bool, workers: int | None) -> None
     algos: dict[str, str] = {}
     if record:
         for d in state.dists:
+            if d.vendored:
+                continue
             for path, (digest, _size) in d.record.items():
                 if "=" in digest:
                     algo = digest.split("=", 1)[0]

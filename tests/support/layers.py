@@ -6,9 +6,9 @@
   site-packages/``) as ``pip install --target`` would, RECORD unchanged.
 * :func:`rezip_raw` builds a layer from a wheel by copying each member's compressed bytes as
   they are (``ZipReader.data_range``): re-zipping torch's 700 MB costs seconds, not minutes.
-* Fixture ``torch_wheel`` (session): ``pip download torch==2.13.0 --no-deps``; skipped with
-  the reason when it fails. ``torch_layer``: the wheel re-zipped under
-  ``python/lib/python3.11/site-packages/``.
+* Fixture ``torch_layer`` (session): the real torch wheel (``torch_wheel`` from
+  tests/support/torch.py: ``pip download torch==2.13.0 --no-deps``, skipped when that fails)
+  re-zipped as-is under ``python/lib/python3.11/site-packages/``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import stat
 import struct
-import subprocess
-import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,26 +100,6 @@ def rezip_raw(src: Path, dest: Path, prefix: str) -> Path:
                               len(cd), cd_offset, 0))
     tmp.replace(dest)
     return dest
-
-
-def pip_download(requirement: str, dest: Path) -> Path:
-    """``pip download REQ --no-deps -d DEST``; returns the wheel or skips the test."""
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary",
-         ":all:", "-d", str(dest), "--quiet"],
-        capture_output=True, text=True,
-    )
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        pytest.skip(f"pip download {requirement} failed: {proc.stderr.strip()[-300:]}")
-    return wheels[0]
-
-
-@pytest.fixture(scope="session")
-def torch_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real torch 2.13.0 wheel (skipped when pip cannot get it)."""
-    return pip_download(TORCH_REQUIREMENT, tmp_path_factory.mktemp("torch-wheel"))
 
 
 @pytest.fixture(scope="session")
