@@ -302,7 +302,7 @@ def _download(
                 progress(done, total)
             with open(part, mode) as out:
                 try:
-                    for chunk in resp.iter_raw(_CHUNK):
+                    for chunk in resp.iter_raw():
                         out.write(chunk)
                         hasher.update(chunk)
                         done += len(chunk)
