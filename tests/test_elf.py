@@ -18,6 +18,7 @@ from torchwheel.elf import (
     elf_hash,
     is_elf,
     parse_elf,
+    scan_version_needs,
     version_tuple,
 )
 from torchwheel.errors import ELFError
@@ -140,3 +141,26 @@ def test_malformed(elves: Elves) -> None:
     # truncated just after the program headers: the dynamic section is missing
     with pytest.raises(ELFError, match=r"^t\.so: malformed ELF: dynamic section"):
         parse_elf(data[:1024], name="t.so")
+
+
+@pytest.mark.parametrize("which", ["plain", "fcntl64", "arc4random", "cxx_new", "executable"])
+def test_scan_version_needs_from_hashes_alone(elves: Elves, which: str) -> None:
+    data = elves.read(which)
+    full = parse_elf(data)
+    found = scan_version_needs(data)
+    assert [n.hash for n in found] == [n.hash for n in full.version_needs]
+    assert [n.name for n in found] == [n.name for n in full.version_needs]  # all known names
+    # only the start of the file is needed: up to the end of .gnu.version_r
+    end = max(n.file_offset for n in found) + 16
+    assert scan_version_needs(data[:end]) == found
+    assert scan_version_needs(data[: end - 8]) == []
+
+
+def test_scan_version_needs_rejects_noise() -> None:
+    import random
+
+    rnd = random.Random(5)
+    noise = bytes(rnd.getrandbits(8) for _ in range(200_000))
+    # a lone record shape without a valid chain behind it
+    fake = b"\x01\x00\x02\x00" + b"\x00" * 4 + b"\x10\x00\x00\x00" + b"\x00" * 4
+    assert scan_version_needs(noise + fake + noise) == []

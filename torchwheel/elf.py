@@ -37,10 +37,12 @@ __all__ = [
     "KNOWN_VERSION_NAMES",
     "ELFInfo",
     "ELFScanner",
+    "HashedNeed",
     "VersionNeed",
     "elf_hash",
     "is_elf",
     "parse_elf",
+    "scan_version_needs",
     "version_tuple",
 ]
 
@@ -178,6 +180,73 @@ def version_tuple(name: str, prefix: str) -> tuple[int, ...] | None:
 def is_elf(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) starts with the ELF magic."""
     return head[:4] == ELF_MAGIC
+
+
+_VERNEED_LE = re.compile(rb"\x01\x00[\x01-\x40]\x00(?s:....)\x10\x00\x00\x00", re.DOTALL)
+_VERNEED_BE = re.compile(rb"\x00\x01\x00[\x01-\x40](?s:....)\x00\x00\x00\x10", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class HashedNeed:
+    """A version need identified from its ``vna_hash`` alone (``name`` None when unknown)."""
+
+    hash: int
+    name: str | None
+    file_offset: int  # where the Vernaux entry sits in the data scanned
+
+
+def scan_version_needs(data: bytes, *, little_endian: bool = True) -> list[HashedNeed]:
+    """Find the version-needs table (``.gnu.version_r``) in the first bytes of an ELF file.
+
+    Needs no dynamic section and no string table: candidate ``Elf_Verneed`` records
+    (``vn_version`` 1, ``vn_aux`` 16) are located by pattern, and a chain is accepted only
+    when every record and every ``Vernaux`` entry is well formed, the chain ends with
+    ``vn_next == 0`` inside ``data`` and at least one ``vna_hash`` is the ELF hash of a known
+    version name (:data:`KNOWN_VERSION_NAMES`). Returns [] when no such table is found
+    (then read the dynamic section). Linkers put ``.gnu.version_r`` near the start of the
+    file, and ``patchelf`` leaves it there, so the first few MB usually suffice.
+    """
+    e = "<" if little_endian else ">"
+    pattern = _VERNEED_LE if little_endian else _VERNEED_BE
+    for m in pattern.finditer(data):
+        start = m.start()
+        if start % 4:
+            continue
+        needs = _walk_verneed(data, start, e)
+        if needs and any(n.name is not None for n in needs):
+            return needs
+    return []
+
+
+def _walk_verneed(data: bytes, pos: int, e: str) -> list[HashedNeed]:
+    out: list[HashedNeed] = []
+    seen_other: set[int] = set()
+    for _ in range(256):
+        if pos + 16 > len(data):
+            return []
+        vn_version, vn_cnt, _file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", data, pos)
+        if vn_version != 1 or not 1 <= vn_cnt <= 64 or vn_aux != 16:
+            return []
+        apos = pos + vn_aux
+        for j in range(vn_cnt):
+            if apos + 16 > len(data):
+                return []
+            vna_hash, vna_flags, vna_other, _name, vna_next = struct.unpack_from(
+                e + "IHHII", data, apos)
+            last = j == vn_cnt - 1
+            if vna_flags & ~0x3 or vna_other < 2 or vna_other in seen_other:
+                return []
+            if (last and vna_next != 0) or (not last and vna_next != 16):
+                return []
+            seen_other.add(vna_other)
+            out.append(HashedNeed(vna_hash, KNOWN_VERSION_NAMES.get(vna_hash), apos))
+            apos += 16
+        if vn_next == 0:
+            return out
+        if vn_next != 16 + 16 * vn_cnt:
+            return []
+        pos += vn_next
+    return []
 
 
 class _NeedRange(Exception):
