@@ -108,3 +108,12 @@ def test_no_record_flag(tmp_path: Path) -> None:
     layer = make_layer(tmp_path / "rec.zip", files)
     assert main(["check", str(layer), "--runtime", "python3.11"]) == 1
     assert main(["check", str(layer), "--runtime", "python3.11", "--no-record"]) == 0
+
+
+def test_malformed_elf_in_layer_exit_2(tmp_path: Path, elves: Elves) -> None:
+    broken = elves.read("plain")[:200]  # ELF header and program headers cut short
+    layer = make_layer(tmp_path / "broken.zip", {"python/bad.so": broken})
+    proc = run_cli(layer, "--runtime", "python3.12")
+    assert proc.returncode == 2
+    assert "broken.zip:python/bad.so: malformed ELF" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
