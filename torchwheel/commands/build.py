@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -203,6 +204,7 @@ def _render_packed(p: dict[str, Any]) -> None:
                 if p["needs_ephemeral_storage"] else f"within the default {default} MB")
     out.print(f"  /tmp needed: {need} MB, {tmp_note}")
     if p.get("unpack_seconds") is not None:
-        out.print(f"  unpack measured here: {p['unpack_seconds']:.2f} s "
-                  "(a 1-vCPU Lambda, under 1,769 MB memory, is slower)")
+        out.print(f"  unpack measured here ({os.cpu_count()} CPUs, into "
+                  f"{p['unpack_measured_in']}): {p['unpack_seconds']:.2f} s; a 1-vCPU Lambda "
+                  "(under 1,769 MB memory) is slower")
     out.print(f"  handler's first line: [bold]{p['handler_line']}[/bold]")
