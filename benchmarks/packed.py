@@ -79,7 +79,8 @@ def build_tree(work: Path) -> Path:
         _pip_download(["torch==2.13.0", "--no-deps"], wheels)
         _pip_download(["--only-binary=:all:", "--python-version", "3.11", "--platform",
                        "manylinux_2_28_x86_64", "filelock", "typing-extensions", "sympy",
-                       "networkx", "jinja2", "fsspec", "MarkupSafe", "mpmath", "setuptools"], wheels)
+                       "networkx", "jinja2", "fsspec", "MarkupSafe", "mpmath", "setuptools"],
+                      wheels)
     tree = work / "tree"
     if tree.exists():
         shutil.rmtree(tree)
