@@ -19,6 +19,7 @@ from .errors import (
 from .fetch import fetch
 from .index import Candidate, IndexClient
 from .layer import LayerReport, build_layer
+from .packed import PackInfo, make_packed_tree, pack_tree
 from .remote import RemoteSize, remote_wheel_size
 from .resolve import Resolution, resolve, select
 from .runtimes import Runtime, Target, get_runtime, make_target, quotas, runtimes
@@ -34,6 +35,7 @@ __all__ = [
     "LayerReport",
     "NetworkError",
     "NoCompatibleWheel",
+    "PackInfo",
     "RemoteSize",
     "Resolution",
     "Runtime",
@@ -47,7 +49,9 @@ __all__ = [
     "evaluate",
     "fetch",
     "get_runtime",
+    "make_packed_tree",
     "make_target",
+    "pack_tree",
     "quotas",
     "remote_wheel_size",
     "resolve",
