@@ -161,11 +161,11 @@ class LayerEntry:
     expanded_from: str | None = None
     chunks: Callable[[], Iterator[bytes]] | None = None
     zip_source: tuple[ZipReader, ZipMember] | None = field(default=None, compare=False)
+    #: where the file lands on Lambda (``/opt/python/x.py``); computed from mount + path
+    abs_path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def abs_path(self) -> str:
-        """Where the file lands on Lambda (``/opt/python/x.py``)."""
-        return posixpath.join(self.mount, self.path)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "abs_path", posixpath.join(self.mount, self.path))
 
     @property
     def label(self) -> str:
