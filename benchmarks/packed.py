@@ -49,8 +49,7 @@ from torchwheel.runtimes import make_target, quotas
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
-BEGIN = "<!-- packed:begin -->"
-END = "<!-- packed:end -->"
+MARKER = "packed"
 MB = 1024 * 1024
 
 
@@ -144,7 +143,7 @@ def compare(site: Path, levels: list[int], work: Path,
         unpack_s = time.perf_counter() - t
         shutil.rmtree(dest)
         rows.append(Row(f"zstd -{level}", info.archive_size, info.pack_seconds,
-                        min(_time(dec) for _ in range(2)), unpack_s))
+                        min(_time(dec) for _ in range(3)), unpack_s))
         print(rows[-1], flush=True)
         out.unlink()
     print(f"tar stream: {len(tar_bytes) / MB:.1f} MiB", flush=True)
@@ -240,12 +239,12 @@ def starts(site: Path, work: Path, runs: int, level: int,
 
 
 def render(rows: list[Row], start: dict[str, tuple[float, float, float]], tar_size: int,
-           site_bytes: int, unpack_where: str) -> str:
-    """The markdown section for docs/performance.md."""
+           site_bytes: int, unpack_where: str, marker: str = MARKER) -> str:
+    """The markdown section for docs/performance.md (between ``<!-- marker:begin/end -->``)."""
     q = quotas()
     base = next((r for r in rows if r.method == f"zstd -{DEFAULT_LEVEL}"), rows[0])
     lines = [
-        BEGIN,
+        f"<!-- {marker}:begin -->",
         f"Measured by `python benchmarks/packed.py` on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, zstandard "
         f"{zstandard.__version__}: the slimmed + stripped torch 2.13.0 CPU layer for "
@@ -284,17 +283,18 @@ def render(rows: list[Row], start: dict[str, tuple[float, float, float]], tar_si
         f"Cold start cost of packing: {cold[0] - plain[0]:+.2f} s against a plain tree here; "
         f"warm starts cost {warm[1] * 1000:.0f} ms. A Lambda with under 1,769 MB of memory has "
         "less than one vCPU: expect the unpack to take proportionally longer there.",
-        END,
+        f"<!-- {marker}:end -->",
     ]
     return "\n".join(lines)
 
 
-def write_docs(section: str) -> None:
-    """Replace (or append) the packed section of docs/performance.md."""
+def write_docs(section: str, marker: str = MARKER) -> None:
+    """Replace (or append) the marked section of docs/performance.md."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n## Packed layers\n\n" + section + "\n"
@@ -311,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unpack-dir", type=Path, default=None,
                    help="parent for unpacked trees (default: the system temp dir)")
     p.add_argument("--write-docs", action="store_true")
+    p.add_argument("--marker", default=MARKER,
+                   help="name of the <!-- NAME:begin/end --> section in docs/performance.md")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     site = args.tree or build_tree(args.work)
@@ -321,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, tar_size = compare(site, levels, args.work, args.unpack_dir)
     start = starts(site, args.work, args.runs, DEFAULT_LEVEL, args.unpack_dir)
     where = str(args.unpack_dir or tempfile.gettempdir())
-    section = render(rows, start, tar_size, site_bytes, where)
+    section = render(rows, start, tar_size, site_bytes, where, args.marker)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_docs(section, args.marker)
     return 0
 
 
