@@ -50,7 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "/tmp at the first import (see docs/packed-layers.md)")
     p.add_argument("--zstd-level", type=int, default=None, metavar="1-22",
                    help=f"zstd level for --packed (default {PACKED_DEFAULT_LEVEL}; 19 is ~12%% "
-                   "smaller and ~30x slower to build)")
+                   "smaller and ~50x slower to build)")
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--strict", action="store_true",
