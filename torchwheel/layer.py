@@ -758,7 +758,7 @@ class ZipResult:
 @dataclass
 class _Entry:
     name: str
-    path: Path
+    path: str
     size: int
     mode: int  # full st_mode for the central directory
     symlink: str | None
@@ -766,28 +766,25 @@ class _Entry:
 
 
 def _walk(tree_root: Path) -> list[_Entry]:
+    """Every file and symlink under ``tree_root``, sorted by zip name (os.scandir: fast)."""
     out: list[_Entry] = []
-    root = Path(tree_root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for fn in filenames:
-            p = Path(dirpath) / fn
-            rel = p.relative_to(root).as_posix()
-            st = p.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(p)
-                out.append(_Entry(rel, p, len(target.encode()), stat.S_IFLNK | 0o777, target,
-                                  None))
-            elif stat.S_ISREG(st.st_mode):
-                mode = 0o755 if st.st_mode & 0o111 else 0o644
-                out.append(_Entry(rel, p, st.st_size, stat.S_IFREG | mode, None, None))
-        for d in list(dirnames):  # symlinked directories are entries, not walked
-            p = Path(dirpath) / d
-            if p.is_symlink():
-                dirnames.remove(d)
-                target = os.readlink(p)
-                out.append(_Entry(p.relative_to(root).as_posix(), p, len(target.encode()),
-                                  stat.S_IFLNK | 0o777, target, None))
+    stack = [(os.fspath(tree_root), "")]
+    while stack:
+        dirpath, prefix = stack.pop()
+        with os.scandir(dirpath) as it:
+            for de in it:
+                rel = prefix + de.name
+                if de.is_symlink():  # files and directories alike: stored as links
+                    target = os.readlink(de.path)
+                    out.append(_Entry(rel, de.path, len(target.encode()),
+                                      stat.S_IFLNK | 0o777, target, None))
+                elif de.is_dir(follow_symlinks=False):
+                    stack.append((de.path, rel + "/"))
+                elif de.is_file(follow_symlinks=False):
+                    st = de.stat(follow_symlinks=False)
+                    mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    out.append(_Entry(rel, de.path, st.st_size, stat.S_IFREG | mode, None,
+                                      None))
     out.sort(key=lambda e: e.name)
     return out
 
