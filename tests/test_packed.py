@@ -538,3 +538,18 @@ def test_build_packed_without_a_zstandard_wheel(index_server: Any, tmp_path: Pat
                "-o", str(out), "--packed"])
     assert rc == 1
     assert not out.exists()
+
+
+def test_build_packed_option_errors(tmp_path: Path, index_server: Any,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from torchwheel.cli import main
+
+    out = tmp_path / "x.zip"
+    base = ["build", "purepkg", "--runtime", "python3.12", "--index-url", index_server.url,
+            "-o", str(out)]
+    assert main([*base, "--zstd-level", "5"]) == 2
+    assert "--zstd-level applies to --packed layers only" in capsys.readouterr().err
+    assert main([*base, "--packed", "--zstd-level", "30"]) == 2
+    assert "zstd level 30 is out of range 1..22" in capsys.readouterr().err
+    assert index_server.count("/simple") == 0  # refused before any request
+    assert not out.exists()

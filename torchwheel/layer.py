@@ -1271,6 +1271,8 @@ def build_layer(
         raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")
     target = make_target(runtime, arch, python)
     prefix = layer_prefix(target, layout)
+    if packed and zstd_level is not None:
+        _packed.check_level(zstd_level)  # fail before any download
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 

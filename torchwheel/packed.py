@@ -42,6 +42,7 @@ __all__ = [
     "LOADER_NAME",
     "MANIFEST_DIR",
     "PackInfo",
+    "check_level",
     "expand_packed_archive",
     "install_wheel_flat",
     "is_packed_archive",
@@ -269,7 +270,8 @@ def _zstd_writer(out: IO[bytes], level: int) -> tuple[Any, str]:
     return cctx.stream_writer(out, closefd=False), f"zstandard {zstandard.__version__}"
 
 
-def _check_level(level: int) -> None:
+def check_level(level: int) -> None:
+    """Raise :class:`InputError` for a zstd level outside 1..22."""
     if not MIN_LEVEL <= level <= MAX_LEVEL:
         raise InputError(f"zstd level {level} is out of range {MIN_LEVEL}..{MAX_LEVEL}")
 
@@ -282,7 +284,7 @@ def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL)
     0644 otherwise. The archive is written to a temp file in the same directory and renamed
     into place; symbolic links and special files are refused with :class:`InputError`.
     """
-    _check_level(level)
+    check_level(level)
     site_packages = Path(site_packages)
     archive = Path(archive)
     if not site_packages.is_dir():

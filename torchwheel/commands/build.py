@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     """Build the layer; print the report."""
     if args.output is None and args.tree is None:
         raise InputError("say where to write the layer: -o layer.zip and/or --tree DIR")
+    if args.zstd_level is not None and not args.packed:
+        raise InputError("--zstd-level applies to --packed layers only")
     packages = list(args.packages) or ["torch"]
     settings = index_settings_from_args(args)
     index = index_client_from_args(args)
