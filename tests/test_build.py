@@ -112,8 +112,24 @@ def test_over_quota_exit_codes_and_suggestions(
     assert unz["over_by"] == rep["unzipped_bytes"] - quotas().unzipped > 1_000_000
     assert any("packed layer" in s for s in rep["suggestions"])
     assert any("container image" in s for s in rep["suggestions"])
-    rc, _, _ = run(capsys, *args, "-o", str(tmp_path / "b.zip"), "--strict")
+    assert rep["older_release"] is None
+    assert any("no older bigpkg release found" in s for s in rep["suggestions"])
+    # an older release that fits: found from its central directory, no download
+    small = make_wheel(tmp_path / "w", "bigpkg", "0.9",
+                       files={"bigpkg/__init__.py": b"", "bigpkg/weights.bin": bytes(1000)})
+    index_server.add_project("bigpkg", [small])
+    index_server.clear_log()
+    rc, out, _ = run(capsys, *args, "-o", str(tmp_path / "b.zip"), "--strict", "--no-cache")
     assert rc == 1
+    rep = json.loads(out)
+    older = rep["older_release"]
+    assert older["version"] == "0.9" and older["wheel"] == small.name
+    assert older["unzipped_bytes"] == 1000 + sum(
+        i.file_size for i in zipfile.ZipFile(small).infolist() if ".dist-info" in i.filename)
+    assert older["layer_bytes"] < quotas().unzipped
+    assert any("bigpkg 0.9 fits" in s for s in rep["suggestions"])
+    small_gets = [r for r in index_server.requests if r.path.endswith(small.name)]
+    assert small_gets and all("range" in r.headers for r in small_gets)
 
 
 def test_hash_mismatch_exit_2_nothing_written(

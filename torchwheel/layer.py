@@ -47,9 +47,10 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 from packaging.utils import canonicalize_name
 
-from .errors import ArchiveError, InputError
+from .errors import ArchiveError, InputError, TorchwheelError
 from .runtimes import Target, quotas
 from .verdict import parse_wheel
 from .zipread import ZIP_DEFLATED, ZIP_STORED, ZipMember, ZipReader, is_unsafe_name
@@ -59,6 +60,7 @@ __all__ = [
     "DistInfo",
     "LayerReport",
     "LayerTree",
+    "OlderRelease",
     "PackageSize",
     "QuotaCheck",
     "RawSource",
@@ -67,6 +69,7 @@ __all__ = [
     "ZipResult",
     "build_layer",
     "compress_backend",
+    "find_older_release",
     "layer_prefix",
     "slim",
     "slim_rule_for",
@@ -1103,6 +1106,7 @@ class LayerReport:
     notes: tuple[str, ...]
     timings: dict[str, float] = field(default_factory=dict)
     packed: dict[str, Any] | None = None
+    older_release: OlderRelease | None = None
 
     @property
     def over_quota(self) -> bool:
@@ -1135,6 +1139,7 @@ class LayerReport:
             "notes": list(self.notes),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "packed": self.packed,
+            "older_release": self.older_release.to_dict() if self.older_release else None,
         }
 
 
@@ -1158,6 +1163,8 @@ def _suggestions(
     slim_would_save: int,
     packages: Sequence[PackageSize],
     human: Callable[[int], str],
+    older: OlderRelease | None = None,
+    probed_older: bool = False,
 ) -> list[str]:
     out: list[str] = []
     q = quotas()
@@ -1177,11 +1184,17 @@ def _suggestions(
         if not stripped:
             out.append("--strip shrinks shared objects further (strip --strip-unneeded)")
         big = max(packages, key=lambda p: p.unzipped_bytes, default=None)
-        if big is not None and big.name == "torch":
+        if older is not None:
             out.append(
-                f"an older torch release may fit: torch {big.version} alone is "
-                f"{human(big.unzipped_bytes)} unzipped here; build an older version "
-                "(e.g. `torchwheel build torch==1.13.1`) to measure it"
+                f"{older.package} {older.version} fits: about {human(older.layer_bytes)} "
+                f"unzipped for the whole layer (`torchwheel build "
+                f"'{older.package}=={older.version}' ...`; {older.wheel})"
+            )
+        elif probed_older and big is not None:
+            out.append(
+                f"no older {big.name} release found that fits (up to 8 older compatible "
+                f"releases checked; {big.name} {big.version} alone is "
+                f"{human(big.unzipped_bytes)} unzipped here)"
             )
         out.append(
             "a packed layer (zstd archive unpacked into /tmp at cold start; /tmp holds up to "
@@ -1189,6 +1202,68 @@ def _suggestions(
         )
         out.append(f"a container image allows {human(q.container_image)}")
     return out
+
+
+@dataclass(frozen=True)
+class OlderRelease:
+    """An older release of the layer's largest package that would bring it under the quota."""
+
+    package: str
+    version: str
+    wheel: str
+    unzipped_bytes: int  # the wheel's members (after --slim rules when the build slimmed)
+    layer_bytes: int  # estimated layer size with it instead of the built version
+    probed: int  # wheels whose central directory was read to find it
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"package": self.package, "version": self.version, "wheel": self.wheel,
+                "unzipped_bytes": self.unzipped_bytes, "layer_bytes": self.layer_bytes,
+                "probed": self.probed}
+
+
+def find_older_release(
+    package: PackageSize,
+    layer_bytes: int,
+    target: Target,
+    index: Any,
+    *,
+    slimmed: bool,
+    client: Any = None,
+    max_probes: int = 8,
+) -> OlderRelease | None:
+    """The newest compatible release older than ``package`` whose wheel, installed (and slimmed
+    when ``slimmed``), keeps the layer within the unzipped quota.
+
+    Sizes come from each wheel's zip central directory (HTTP range reads, no download) via
+    :func:`torchwheel.remote.remote_wheel_size`; at most ``max_probes`` wheels are read,
+    newest first. Strip savings are not counted, so the estimate errs on the large side.
+    """
+    from packaging.version import Version
+
+    from .remote import remote_wheel_size
+    from .resolve import select
+
+    budget = quotas().unzipped - (layer_bytes - package.unzipped_bytes)
+    current = Version(package.version)
+    _, judged = select(index.candidates(package.name), target)
+    seen: set[Version] = set()
+    probed = 0
+    for cand, verdict in judged:
+        if not verdict.compatible or cand.version >= current or cand.version in seen:
+            continue
+        seen.add(cand.version)
+        if probed >= max_probes:
+            break
+        probed += 1
+        size = remote_wheel_size(cand.url, client=client, top=1 << 30)
+        total = size.unzipped
+        if slimmed:
+            total -= sum(n for name, n in size.largest if slim_rule_for(name) is not None)
+        if total <= budget:
+            return OlderRelease(package.name, str(cand.version), cand.filename, total,
+                                layer_bytes - package.unzipped_bytes + total, probed)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1386,9 +1461,21 @@ def build_layer(
         unzipped = pack_info.layer_bytes
     largest = sorted(((tf.rel, tf.size) for tf in lt.files.values()), key=lambda x: (-x[1], x[0]))
     checks = quota_checks(zres.zipped_bytes if zres else None, unzipped)
+    older: OlderRelease | None = None
+    probe_notes: list[str] = []
+    probed_ok = False
+    big = pkgs[0] if pkgs else None
+    if big is not None and big.requested and any(c.hard and not c.fits for c in checks):
+        try:
+            older = find_older_release(big, unzipped, target, index, slimmed=slim,
+                                       client=client)
+            probed_ok = True
+        except (TorchwheelError, httpx.HTTPError) as exc:
+            probe_notes.append(f"could not look for an older {big.name} that fits: {exc}")
     suggestions = _suggestions(checks, slimmed=slim, stripped=strip,
-                               slim_would_save=slim_would_save, packages=pkgs, human=human_bytes)
-    notes = list(closure.notes) + lt.notes
+                               slim_would_save=slim_would_save, packages=pkgs, human=human_bytes,
+                               older=older, probed_older=probed_ok)
+    notes = list(closure.notes) + lt.notes + probe_notes
     if pack_info is not None:
         notes.extend(pack_info.notes)
     return LayerReport(
@@ -1415,6 +1502,7 @@ def build_layer(
         notes=tuple(notes),
         timings=timings,
         packed=pack_info.to_json() if pack_info is not None else None,
+        older_release=older,
     )
 
 
