@@ -176,3 +176,23 @@ def test_parse_metadata_and_remote_range_helper(world: IndexServer, tmp_path: Pa
     with httpx.Client() as client:
         data = read_remote_metadata(client, url)
     assert data is not None and b"Requires-Dist: liba>=1.0" in data
+
+
+def test_requires_python_from_metadata_backtracks(index_server: IndexServer,
+                                                   tmp_path: Path) -> None:
+    # the index does not advertise Requires-Python (like a find-links directory): only the
+    # wheel's METADATA says 2.0 needs 3.12, so on 3.11 the resolver must fall back to 1.0
+    w = tmp_path / "w"
+    index_server.add_project("modern", [
+        make_wheel(w, "modern", "1.0"),
+        make_wheel(w, "modern", "2.0", requires_python=">=3.12"),
+    ])
+    index_server.add_project("uses-modern", [make_wheel(w, "uses-modern", "1.0",
+                                                        requires_dist=["modern"])])
+    index_server.add_project("only-new", [make_wheel(w, "only-new", "1.0",
+                                                     requires_python=">=3.13")])
+    with IndexClient(index_server.url) as idx:
+        assert names(resolve_closure(["uses-modern"], AL2023_311, idx))["modern"] == "1.0"
+        assert names(resolve_closure(["uses-modern"], ARM312, idx))["modern"] == "2.0"
+        with pytest.raises(NoCompatibleWheel, match=r"needs Python >=3\.13"):
+            resolve_closure(["only-new"], ARM312, idx)

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
@@ -250,12 +250,17 @@ class _Cand:
     name: str
     version: Version
     extras: frozenset[str]
-    wheel: Candidate = field(compare=False)
+    wheel: Candidate | None = field(compare=False)  # None for the target's Python
     filename: str = ""
 
     @property
     def ident(self) -> str:
         return _ident(self.name, self.extras)
+
+
+#: resolvelib identifier of the target's Python (Requires-Python becomes a requirement on it,
+#: as in pip: a release whose metadata excludes the target is backtracked over).
+PYTHON = "<python>"
 
 
 def _ident(name: str, extras: frozenset[str]) -> str:
@@ -289,6 +294,13 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         self.metadata_requests = 0
         self._cands: dict[str, list[Candidate]] = {}
         self.notes: list[str] = []
+        major, minor = target.python
+        self.python_cand = _Cand(PYTHON, Version(f"{major}.{minor}"), frozenset(), None)
+
+    def python_ok(self, spec: SpecifierSet) -> bool:
+        """Does the target's CPython (any patch release of X.Y) satisfy ``spec``?"""
+        x, y = self.target.python
+        return any(spec.contains(Version(f"{x}.{y}.{p}"), prereleases=True) for p in (0, 99))
 
     # identify / preference -------------------------------------------------------------
 
@@ -308,6 +320,8 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             any(s.operator in ("==", "===") for s in i.requirement.specifier) for i in infos
         )
         direct = any(i.parent is None for i in infos)
+        if identifier == PYTHON:
+            return (-1, 0, identifier)
         return (0 if direct else 1, 0 if pinned else 1, identifier)
 
     # candidates ------------------------------------------------------------------------
@@ -324,6 +338,9 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         incompatibilities: Mapping[str, Iterator[_Cand]],
     ) -> list[_Cand]:
         reqs = list(requirements[identifier])
+        if identifier == PYTHON:
+            ok = all(self.python_ok(r.specifier) for r in reqs)
+            return [self.python_cand] if ok else []
         bad = {c.version for c in incompatibilities[identifier]}
         name = reqs[0].name if reqs else identifier.split("[", 1)[0]
         extras = frozenset().union(*(r.extras for r in reqs)) if reqs else frozenset()
@@ -346,14 +363,17 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         return out
 
     def is_satisfied_by(self, requirement: _Req, candidate: _Cand) -> bool:
+        if requirement.name == PYTHON:
+            return self.python_ok(requirement.specifier)
         if requirement.local is not None:
-            return candidate.wheel.filename == requirement.local.filename
+            return candidate.filename == requirement.local.filename
         return requirement.specifier.contains(candidate.version, prereleases=True)
 
     # dependencies ----------------------------------------------------------------------
 
     def _metadata(self, cand: _Cand) -> Metadata:
         w = cand.wheel
+        assert w is not None
         key = w.url
         if key in self.metadata:
             return self.metadata[key]
@@ -399,6 +419,8 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
 
     def get_dependencies(self, candidate: _Cand) -> list[_Req]:
         deps: list[_Req] = []
+        if candidate.wheel is None:  # the target's Python
+            return deps
         if candidate.extras:
             # an extras candidate depends on its base at the same version
             deps.append(_Req(candidate.name, frozenset(),
@@ -407,12 +429,20 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         if self.no_deps:
             return deps
         meta = self._metadata(candidate)
+        if meta.requires_python:
+            try:
+                rp = SpecifierSet(meta.requires_python)
+            except InvalidSpecifier:
+                self.notes.append(f"{candidate.filename}: ignored invalid Requires-Python "
+                                  f"{meta.requires_python!r}")
+            else:
+                deps.append(_Req(PYTHON, frozenset(), rp, f"Requires-Python {rp}"))
         for text in meta.requires_dist:
             try:
                 req = Requirement(text)
             except InvalidRequirement as exc:
                 raise InputError(
-                    f"{candidate.wheel.filename}: invalid Requires-Dist {text!r} ({exc})"
+                    f"{candidate.filename}: invalid Requires-Dist {text!r} ({exc})"
                 ) from None
             if not self._marker_ok(req, candidate.extras):
                 continue
@@ -538,6 +568,8 @@ def resolve_closure(
     bases: dict[str, _Cand] = {}
     extras: dict[str, set[str]] = {}
     for ident, cand in result.mapping.items():
+        if cand.wheel is None:
+            continue  # the target's Python
         if cand.extras:
             extras.setdefault(cand.name, set()).update(cand.extras)
         else:
@@ -545,6 +577,8 @@ def resolve_closure(
     parents: dict[str, set[str]] = {}
     for ident, crit in result.criteria.items():
         name = ident.split("[", 1)[0]
+        if ident == PYTHON:
+            continue
         for info in crit.information:
             if info.parent is not None and info.parent.name != name:
                 parents.setdefault(name, set()).add(info.parent.name)
@@ -554,11 +588,11 @@ def resolve_closure(
         Pin(
             name=n,
             version=bases[n].version,
-            candidate=bases[n].wheel,
+            candidate=_wheel(bases[n]),
             requested=n in asked,
             extras=tuple(sorted(extras.get(n, ()))),
             required_by=tuple(sorted(parents.get(n, ()))),
-            metadata_source=provider.metadata_source.get(bases[n].wheel.url, ""),
+            metadata_source=provider.metadata_source.get(_wheel(bases[n]).url, ""),
         )
         for n in names
     )
@@ -576,6 +610,11 @@ def resolve_closure(
                    metadata_requests=provider.metadata_requests)
 
 
+def _wheel(cand: _Cand) -> Candidate:
+    assert cand.wheel is not None
+    return cand.wheel
+
+
 def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target: Target) -> str:
     causes: Iterable[Any] = exc.causes
     parts: list[str] = []
@@ -583,6 +622,12 @@ def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target
         req: _Req = cause.requirement
         parent = cause.parent
         who = f" (required by {parent.name} {parent.version})" if parent is not None else ""
+        if req.name == PYTHON:
+            line = (f"every remaining release needs Python {req.specifier}{who}; "
+                    f"{target.label} runs CPython {target.python_str}")
+            if line not in parts:
+                parts.append(line)
+            continue
         if req.local is not None:
             parts.append(f"{req.text}: the wheel does not fit {target.label}{who}")
             continue
