@@ -215,3 +215,15 @@ def test_build_layer_api(world: IndexServer, tmp_path: Path) -> None:
     assert rep.output == tmp_path / "api.zip" and rep.tree is None
     assert rep.to_dict()["packages"][0]["unzipped_bytes"] >= rep.to_dict()["packages"][-1][
         "unzipped_bytes"]
+
+
+def test_progress_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchwheel.commands.build import _progress
+
+    with _progress(False) as none:
+        assert none is None
+    with _progress(True) as update:
+        assert update is not None
+        update("torch", 0, 1000)
+        update("torch", 1000, 1000)
+        update("sympy", 10, None)  # no Content-Length: still fine
