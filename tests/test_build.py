@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -227,3 +228,23 @@ def test_progress_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
         update("torch", 0, 1000)
         update("torch", 1000, 1000)
         update("sympy", 10, None)  # no Content-Length: still fine
+
+
+def test_zip_only_build_equals_tree_build(
+    index_server: IndexServer, native_wheel: Path, world: IndexServer, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # -o alone writes (almost) nothing to disk; with --tree every file is written: same zip
+    index_server.add_project("nativepkg", [native_wheel])
+    for extra in ((), ("--strip",), ("--slim", "--strip")):
+        a, b = tmp_path / "a.zip", tmp_path / "b.zip"
+        base = ["nativepkg", *AL2023, "--index-url", index_server.url, *extra]
+        assert run(capsys, *base, "-o", str(a))[0] == 0
+        assert run(capsys, *base, "-o", str(b), "--tree", str(tmp_path / "t"))[0] == 0
+        assert a.read_bytes() == b.read_bytes(), extra
+        shutil.rmtree(tmp_path / "t")
+    a, b = tmp_path / "c.zip", tmp_path / "d.zip"
+    assert run(capsys, "app", *ARM, "--index-url", world.url, "-o", str(a))[0] == 0
+    assert run(capsys, "app", *ARM, "--index-url", world.url, "-o", str(b), "--tree",
+               str(tmp_path / "t2"))[0] == 0
+    assert a.read_bytes() == b.read_bytes()

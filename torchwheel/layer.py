@@ -126,6 +126,7 @@ class TreeFile:
     executable: bool
     raw: RawSource | None = None  # set while the bytes are still exactly the wheel member's
     symlink: str | None = None
+    virtual: bool = False  # verified but not written to disk: zipped straight from ``raw``
 
 
 @dataclass
@@ -152,9 +153,18 @@ class LayerTree:
     """
 
     def __init__(
-        self, root: Path, prefix: str, *, workers: int | None = None, slim: bool = False
+        self,
+        root: Path,
+        prefix: str,
+        *,
+        workers: int | None = None,
+        slim: bool = False,
+        materialize: Callable[[str], bool] | None = None,
     ) -> None:
         self.root = Path(root)
+        #: which RECORD paths must exist on disk (None: all). The others are hash-checked
+        #: while streaming and zipped straight from the wheel (see :meth:`virtual_files`).
+        self.materialize = materialize
         #: apply the ``--slim`` rules while installing (files never reach the disk)
         self.slim_on_install = slim
         #: rule name → [files, bytes] left out by ``slim_on_install``
@@ -339,23 +349,31 @@ class LayerTree:
                     symlink=target,
                 )
             executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)
+            raw = RawSource(wheel, m) if m.compress_type in (ZIP_STORED, ZIP_DEFLATED) else None
+            virtual = raw is not None and self.materialize is not None and not self.materialize(
+                dest)
             h = hashlib.sha256()
             size = 0
-            if path.is_symlink():
+            if path.is_symlink() or (virtual and path.exists()):
                 path.unlink()
-            with open(path, "wb") as out:
-                for chunk in zr.iter_chunks(m):
+            if virtual:
+                for chunk in zr.iter_chunks(m):  # verify (CRC + RECORD) without writing
                     h.update(chunk)
-                    out.write(chunk)
                     size += len(chunk)
-            os.chmod(path, 0o755 if executable else 0o644)
+            else:
+                with open(path, "wb") as out:
+                    for chunk in zr.iter_chunks(m):
+                        h.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                os.chmod(path, 0o755 if executable else 0o644)
             rh = _record_hash(h.digest())
             if expected is not None and rh != expected:
-                path.unlink()
+                if not virtual:
+                    path.unlink()
                 raise ArchiveError(
                     f"{label}: {m.name}: sha256 does not match RECORD (corrupt wheel)"
                 )
-            raw = RawSource(wheel, m) if m.compress_type in (ZIP_STORED, ZIP_DEFLATED) else None
             return TreeFile(
                 rel=f"{self.prefix}/{dest}",
                 record_path=dest,
@@ -364,6 +382,7 @@ class LayerTree:
                 hash=rh,
                 executable=executable,
                 raw=raw,
+                virtual=virtual,
             )
 
         ordered = sorted(jobs, key=lambda j: -j[0].compressed_size)
@@ -388,7 +407,8 @@ class LayerTree:
         """Delete one file from the tree (and its RECORD row); returns the bytes freed."""
         tf = self.files.pop(record_path)
         self.dists[tf.dist].files.pop(record_path, None)
-        (self.site / record_path).unlink()
+        if not tf.virtual:
+            (self.site / record_path).unlink()
         return tf.size
 
     def prune_empty_dirs(self) -> int:
@@ -453,6 +473,15 @@ class LayerTree:
             )
             for rp in (inst_rel, rec_rel):
                 dist.files[rp] = None
+
+    def virtual_files(self) -> dict[str, tuple[RawSource, bool]]:
+        """Tree-relative path → (wheel member, executable) for files not written to disk;
+        pass them to :func:`write_layer_zip` (``virtual=``) with the tree."""
+        out: dict[str, tuple[RawSource, bool]] = {}
+        for tf in self.files.values():
+            if tf.virtual and tf.raw is not None:
+                out[tf.rel] = (tf.raw, tf.executable)
+        return out
 
     def raw_sources(self) -> dict[str, RawSource]:
         """Tree-relative path → wheel member, for files still byte-identical to the member."""
@@ -861,11 +890,14 @@ def write_layer_zip(
     compresslevel: int = DEFAULT_COMPRESSLEVEL,
     date_time: tuple[int, int] | None = None,
     workers: int | None = None,
+    virtual: Mapping[str, tuple[RawSource, bool]] | None = None,
 ) -> ZipResult:
     """Zip the tree at ``tree_root`` into ``output`` reproducibly (see the module docstring).
 
     ``raw_sources`` maps tree-relative paths to wheel members holding exactly those bytes;
-    their compressed data is copied without inflating. ``compresslevel`` 0 stores, 1–9
+    their compressed data is copied without inflating. ``virtual`` adds files that are not on
+    disk (tree-relative path → (wheel member, executable); see
+    :meth:`LayerTree.virtual_files`), copied the same way. ``compresslevel`` 0 stores, 1–9
     deflate. The zip is written to a temporary file next to ``output`` and renamed into place.
     """
     if not 0 <= compresslevel <= 9:
@@ -873,6 +905,12 @@ def write_layer_zip(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     entries = _walk(Path(tree_root))
+    if virtual:
+        by_name = {e.name: e for e in entries}
+        for rel, (vsrc, executable) in virtual.items():
+            by_name[rel] = _Entry(rel, "", vsrc.member.file_size,
+                                  stat.S_IFREG | (0o755 if executable else 0o644), None, vsrc)
+        entries = sorted(by_name.values(), key=lambda e: e.name)
     raw_map = dict(raw_sources or {})
     for e in entries:
         src = raw_map.get(e.name)
@@ -1406,7 +1444,12 @@ def build_layer(
     out_root = root
     try:
         t = time.perf_counter()
-        lt = LayerTree(root, prefix, workers=workers, slim=slim)
+        # a zip-only build writes to disk only what strip must rewrite: everything else is
+        # verified while streaming and zipped straight from the wheels (same bytes either way)
+        on_disk: Callable[[str], bool] | None = None
+        if tree_path is None and not packed:
+            on_disk = (lambda rp: bool(_SO_RE.search(rp))) if strip else (lambda rp: False)
+        lt = LayerTree(root, prefix, workers=workers, slim=slim, materialize=on_disk)
         for pin, path in wheels:
             lt.install(path, requested=pin.requested, source_url=pin.candidate.url,
                        sha256=pin.candidate.sha256)
@@ -1438,6 +1481,7 @@ def build_layer(
             # packed: the archive is zstd already; storing it beats deflating it again
             zres = write_layer_zip(out_root, out_path,
                                    raw_sources=None if packed else lt.raw_sources(),
+                                   virtual=None if packed else lt.virtual_files(),
                                    compresslevel=0 if packed else compresslevel,
                                    workers=workers)
             timings["zip"] = time.perf_counter() - t
