@@ -78,6 +78,11 @@ def test_not_on_sys_path_and_function_zip(tmp_path: Path) -> None:
                                                                "lib/python3.12/site-packages/"))
     f = next(f for f in check([lib_layer], runtime="python3.12").findings)
     assert f.code == "not-on-sys-path" and "python/lib/python3.12" in f.message
+    # a wheel given as if it were a layer
+    whl = pure_wheel(tmp_path, "given", "1.0")
+    found = check([whl], runtime="python3.12").findings
+    assert found and all(f.code == "not-on-sys-path" and "a wheel is not a layer" in f.message
+                         for f in found)
     # the same files as a function zip (first of several, no python/ dir) are fine
     fn = make_layer(tmp_path / "function.zip", {"app.py": b"def handler(e, c): return 1\n"})
     deploy = check([fn, make_layer(tmp_path / "py.zip", install_wheel(

@@ -614,13 +614,15 @@ def _layout_findings(entries: Sequence[LayerEntry]) -> list[Finding]:
         off_path[(e.origin, group)] += 1
     for (origin, group), n in sorted(off_path.items()):
         hint = "put packages under python/ or python/lib/python3.X/site-packages/"
-        if group.startswith("lib/python"):
+        if origin.endswith(".whl"):
+            hint = "a wheel is not a layer: install it under python/ (torchwheel build)"
+        elif group.startswith("lib/python"):
             hint = f"the zip lacks the python/ prefix: use python/{group}"
         elif group == "site-packages/":
             hint = "use python/lib/python3.X/site-packages/ (or python/)"
         findings.append(_finding(
             "not-on-sys-path", f"{origin}:{group}",
-            f"{n} Python files under {group} are not on sys.path (layers land in /opt); "
+            f"{n} Python file(s) under {group} are not on sys.path (layers land in /opt); "
             f"{hint}", files=n,
         ))
     for e in entries:
