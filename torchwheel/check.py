@@ -35,7 +35,9 @@ import base64
 import hashlib
 import os
 import posixpath
+import queue
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -112,6 +114,8 @@ BOMB_TOTAL_BYTES = 16 * 1024**3
 #: Members up to this compressed size are read in batches (one pread for many neighbours).
 SMALL_MEMBER = 256 * 1024
 SMALL_INFLATED = 8 * 1024 * 1024
+#: Members at least this big are hashed on a helper thread while they are inflated.
+PIPELINE_BYTES = 64 * 1024 * 1024
 BATCH_MEMBERS = 2000
 
 _SO_RE = re.compile(r"\.so(\.\d+)*$")
@@ -535,6 +539,9 @@ def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
         chunks = _stream_chunks(stream)
     scanner: ELFScanner | None = None
     first = True
+    # big members: hash on a helper thread while this one inflates (both release the GIL)
+    piped = _HashPipe(hasher) if hasher is not None and entry.size >= PIPELINE_BYTES else None
+    update = piped.put if piped is not None else hasher.update if hasher is not None else None
     try:
         for chunk in chunks:
             if first:
@@ -544,13 +551,15 @@ def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
                 elif hasher is None:
                     break
             res.read += len(chunk)
-            if hasher is not None:
-                hasher.update(chunk)
+            if update is not None:
+                update(chunk)
             if scanner is not None:
                 scanner.feed(chunk)
                 if hasher is None and scanner.satisfied:
                     break
     finally:
+        if piped is not None:
+            piped.close()
         if stream is not None:
             stream.close()
     if hasher is not None:
@@ -558,6 +567,30 @@ def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
     if scanner is not None:
         res.elf = scanner.result(reopen=entry.open)
     return res
+
+
+class _HashPipe:
+    """Feed a hash object from another thread through a small bounded queue."""
+
+    def __init__(self, hasher: Any, depth: int = 8) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._hasher = hasher
+        self._thread = threading.Thread(target=self._run, name="torchwheel-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._q.get()
+            if chunk is None:
+                return
+            self._hasher.update(chunk)
+
+    def put(self, chunk: bytes) -> None:
+        self._q.put(chunk)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
 
 
 def _scan_bytes(entry: LayerEntry, data: bytes, algo: str | None) -> _ScanResult:
