@@ -158,8 +158,10 @@ def render(rows: list[Row], repeat: int, wheels: Path) -> str:
         "",
         f"torchwheel's default build takes {base / pip.seconds:.0%} of the pip recipe's time and "
         f"{base / uv.seconds:.0%} of uv's (goal: at most 50%). It copies every member it does "
-        "not change straight from the wheels, compressed (no inflate/deflate round trip), and "
-        "deflates the rest in parallel 4 MiB chunks; pip also compiles bytecode for the host "
+        "not change straight from the wheels, compressed (no inflate/deflate round trip; "
+        "without `--tree` those files are hash-checked while streaming but never written to "
+        "disk), and deflates the rest in parallel 4 MiB chunks; pip also compiles bytecode for "
+        "the host "
         "(which the layer does not need) and `zip -r` deflates all of it again on one core. "
         "With `--strip` the stripped libraries must be deflated anew: that is where the "
         "default level 6 spends its time, and where `--compression-level 2` (ISA-L) helps.",
