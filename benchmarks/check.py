@@ -52,8 +52,8 @@ print(n)
 GOALS = {"auditwheel": 40.0, "zipfile": 0.6, "rss_mb": 150.0}
 
 
-def run(cmd: list[str]) -> tuple[float, float, int, str]:
-    """Run ``cmd``; return (seconds, peak RSS in MiB, exit code, stdout)."""
+def run(cmd: list[str]) -> tuple[float, float, int, str, float]:
+    """Run ``cmd``; return (seconds, peak RSS in MiB, exit code, stdout, CPU seconds)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -62,21 +62,23 @@ def run(cmd: list[str]) -> tuple[float, float, int, str]:
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss / 1024, proc.returncode, out.decode(errors="replace")
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, usage.ru_maxrss / 1024, proc.returncode, out.decode(errors="replace"), cpu
 
 
 def measure(name: str, cmd: list[str], repeat: int) -> dict[str, float | int | str]:
-    times, rss = [], []
+    times, rss, cpus = [], [], []
     code = 0
     for _ in range(repeat):
-        t, r, code, _out = run(cmd)
+        t, r, code, _out, cpu = run(cmd)
         times.append(t)
         rss.append(r)
+        cpus.append(cpu)
     best = min(times)
     print(f"{name:28s} best {best:7.2f} s  median {statistics.median(times):7.2f} s  "
-          f"peak RSS {max(rss):6.0f} MiB  exit {code}", flush=True)
+          f"CPU {min(cpus):7.2f} s  peak RSS {max(rss):6.0f} MiB  exit {code}", flush=True)
     return {"name": name, "best": best, "median": statistics.median(times),
-            "rss": max(rss), "exit": code, "runs": repeat}
+            "cpu": min(cpus), "rss": max(rss), "exit": code, "runs": repeat}
 
 
 def early_versions(layer: Path, member: str = "torch/lib/libtorch_cpu.so",
@@ -130,6 +132,7 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help="update docs/performance.md")
     ap.add_argument("--skip-auditwheel", action="store_true")
     args = ap.parse_args()
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="tw-bench-check-") as tmp:
         work = Path(tmp)
         wheel = get_wheel(work)
@@ -165,14 +168,16 @@ def main() -> int:
         "`python/lib/python3.11/site-packages/`. Each command is a child process (Python start-up "
         "included); best of the runs shown; peak RSS from `wait4`. "
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, inflate: {inflate_backend()}.",
+        f"{platform.python_version()}, inflate: {inflate_backend()}; load average when the run "
+        f"started: {load0:.1f} (the machine is shared: wall times of the multi-threaded check "
+        "suffer more from other load than the single-threaded tools).",
         "",
-        "| command | best (s) | median (s) | peak RSS (MiB) | runs |",
-        "|---|---|---|---|---|",
+        "| command | best wall (s) | median wall (s) | CPU user+sys (s) | peak RSS (MiB) | runs |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['name']} | {float(r['best']):.2f} | {float(r['median']):.2f} | "
-                     f"{float(r['rss']):.0f} | {r['runs']} |")
+                     f"{float(r['cpu']):.2f} | {float(r['rss']):.0f} | {r['runs']} |")
     lines.append("")
     lines.append("| goal | measured | met? |")
     lines.append("|---|---|---|")
