@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from urllib.request import url2pathname
 
 import httpx
 
+from .atomic import atomic_write
 from .errors import HashMismatch, InputError, NetworkError
 
 __all__ = ["FetchStats", "Fetchable", "cache_root", "cached_path", "fetch", "make_client"]
@@ -235,18 +235,7 @@ def _lookup_url(root: Path, url: str) -> str | None:
 def _remember_url(root: Path, url: str, digest: str) -> None:
     d = root / "urls"
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(d / _url_key(url), digest.encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(d / _url_key(url), digest.encode())
 
 
 def _download(

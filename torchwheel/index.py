@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import httpx
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from .atomic import atomic_write
 from .errors import HashMismatch, IndexPageError, InputError, NetworkError
 from .runtimes import facts
 
@@ -347,7 +347,7 @@ class PageCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             key = self._key(page.url)
-            _atomic_write(self.directory / f"{key}.body", page.body)
+            atomic_write(self.directory / f"{key}.body", page.body)
             meta = {
                 "url": page.url,
                 "final_url": page.final_url,
@@ -358,7 +358,7 @@ class PageCache:
                 "no_cache": page.no_cache,
                 "body_sha256": hashlib.sha256(page.body).hexdigest(),
             }
-            _atomic_write(self.directory / f"{key}.json", json.dumps(meta).encode())
+            atomic_write(self.directory / f"{key}.json", json.dumps(meta).encode())
         except OSError:
             pass  # a cache that cannot be written is not an error
 
@@ -373,20 +373,9 @@ class PageCache:
         """Store a content-addressed blob."""
         try:
             (self.directory / "blobs").mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.directory / "blobs" / name, data)
+            atomic_write(self.directory / "blobs" / name, data)
         except OSError:
             pass
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- the client -------------------------------------------------------------------------------

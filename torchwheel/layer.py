@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 from packaging.utils import canonicalize_name
 
+from .atomic import atomic_output
 from .errors import ArchiveError, InputError, TorchwheelError
 from .runtimes import Target, quotas
 from .verdict import parse_wheel
@@ -919,13 +920,12 @@ def write_layer_zip(
     ddate, dtime = date_time or zip_date_time()
     nworkers = workers or max(2, os.cpu_count() or 2)
     readers: dict[Path, int] = {}
-    fd, tmpname = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    tmp = Path(tmpname)
     central: list[bytes] = []
     raw_count = comp_count = 0
     unzipped = 0
     try:
-        with os.fdopen(fd, "w+b") as out, cf.ThreadPoolExecutor(nworkers) as pool:
+        with atomic_output(output, mode=0o644, fsync=True) as out, \
+                cf.ThreadPoolExecutor(nworkers) as pool:
             for e in entries:
                 name_b = e.name.encode("utf-8")
                 flags = 0x800 if not e.name.isascii() else 0
@@ -973,15 +973,8 @@ def write_layer_zip(
                 out.write(_LOC64.pack(b"PK\x06\x07", 0, eocd64_at, 1))
             out.write(_EOCD.pack(b"PK\x05\x06", 0, 0, min(n, 0xFFFF), min(n, 0xFFFF),
                                  min(cd_size, _U32), min(cd_offset, _U32), 0))
-            out.flush()
-            os.fsync(out.fileno())
             zipped = out.tell()
-        os.chmod(tmp, 0o644)
-        digest = _sha256_file(tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        digest = _sha256_file(output)
     finally:
         for rfd in readers.values():
             os.close(rfd)

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from .atomic import atomic_output, atomic_write
 from .errors import ArchiveError, InputError
 from .runtimes import Target, quotas
 
@@ -293,38 +294,31 @@ def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL)
     mtime = _mtime()
     start = time.perf_counter()
     files = dirs = size = disk = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=archive.name + ".", suffix=".tmp", dir=archive.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            hashing = _HashingWriter(raw)
-            writer, _how = _zstd_writer(hashing, level)  # type: ignore[arg-type]
-            with writer, tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,
-                                      bufsize=_CHUNK) as tar:
-                for rel, path, st in _walk(site_packages):
-                    info = tarfile.TarInfo(rel)
-                    info.mtime = mtime
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    if stat.S_ISDIR(st.st_mode):
-                        info.type = tarfile.DIRTYPE
-                        info.mode = 0o755
-                        tar.addfile(info)
-                        dirs += 1
-                        disk += _BLOCK
-                        continue
-                    info.type = tarfile.REGTYPE
-                    info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-                    with open(path, "rb") as f:
-                        info.size = os.fstat(f.fileno()).st_size
-                        tar.addfile(info, f)
-                    files += 1
-                    size += info.size
-                    disk += -(-info.size // _BLOCK) * _BLOCK
-        os.replace(tmp, archive)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(archive) as raw:
+        hashing = _HashingWriter(raw)
+        writer, _how = _zstd_writer(hashing, level)  # type: ignore[arg-type]
+        with writer, tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,
+                                  bufsize=_CHUNK) as tar:
+            for rel, path, st in _walk(site_packages):
+                info = tarfile.TarInfo(rel)
+                info.mtime = mtime
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if stat.S_ISDIR(st.st_mode):
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                    dirs += 1
+                    disk += _BLOCK
+                    continue
+                info.type = tarfile.REGTYPE
+                info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+                with open(path, "rb") as f:
+                    info.size = os.fstat(f.fileno()).st_size
+                    tar.addfile(info, f)
+                files += 1
+                size += info.size
+                disk += -(-info.size // _BLOCK) * _BLOCK
     return PackInfo(
         archive=archive,
         sha256=hashing.digest.hexdigest(),
@@ -338,13 +332,6 @@ def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL)
         decompressor="zstd",
         pack_seconds=time.perf_counter() - start,
     )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def install_wheel_flat(
@@ -408,7 +395,7 @@ def install_wheel_flat(
                                capture_output=True)
             written.append(rel)
         record = [*_record_lines(dest, written), f"{dist_info}/RECORD,,"]
-        _write_atomic(dest / dist_info / "RECORD", ("\n".join(record) + "\n").encode())
+        atomic_write(dest / dist_info / "RECORD", ("\n".join(record) + "\n").encode())
         written.append(f"{dist_info}/RECORD")
     return sorted(written)
 
@@ -490,9 +477,9 @@ def make_packed_tree(
         "python": target.python_str,
         "target": target.label,
     }
-    _write_atomic(py / MANIFEST_DIR / MANIFEST_NAME,
+    atomic_write(py / MANIFEST_DIR / MANIFEST_NAME,
                   (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    _write_atomic(py / LOADER_NAME, loader_source())
+    atomic_write(py / LOADER_NAME, loader_source())
     extra[:0] = [f"python/{LOADER_NAME}", f"python/{MANIFEST_DIR}/{MANIFEST_NAME}"]
     unpack_s = None
     measured_in = None
