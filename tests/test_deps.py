@@ -8,9 +8,10 @@ import pytest
 
 from tests.support.indexserver import IndexServer
 from tests.support.wheels import make_wheel
-from torchwheel.deps import parse_metadata, read_remote_metadata, resolve_closure
+from torchwheel.deps import parse_metadata, resolve_closure
 from torchwheel.errors import InputError, NoCompatibleWheel
 from torchwheel.index import IndexClient
+from torchwheel.remote import read_remote_metadata
 from torchwheel.runtimes import make_target
 
 ARM312 = make_target("python3.12", "arm64")  # differs from the host (x86_64, 3.11)

@@ -21,9 +21,6 @@
 from __future__ import annotations
 
 import os
-import re
-import struct
-import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
@@ -41,16 +38,16 @@ from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
 from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
 from .index import Candidate, IndexClient
+from .remote import read_remote_metadata
 from .resolve import parse_specifier, select, summarize
 from .runtimes import Target, facts
 from .verdict import parse_wheel
-from .zipread import ZipReader, read_central_directory
+from .zipread import ZipReader
 
 __all__ = [
     "Closure",
     "Pin",
     "parse_metadata",
-    "read_remote_metadata",
     "resolve_closure",
     "runtime_packages",
 ]
@@ -130,91 +127,6 @@ def parse_metadata(data: bytes, *, source: str = "<metadata>") -> Metadata:
         requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
         requires_python=str(msg["Requires-Python"]).strip() if msg["Requires-Python"] else None,
     )
-
-
-_LFH_SIZE = 30
-
-
-def read_remote_metadata(
-    client: httpx.Client, url: str, *, size: int | None = None
-) -> bytes | None:
-    """Read ``*.dist-info/METADATA`` of a remote wheel with HTTP range requests.
-
-    Needs a server that honours ``Range``; returns None when it does not (the caller then
-    downloads the wheel). Typically 2–3 small requests: the archive tail (central directory),
-    then the member.
-    """
-
-    def get(headers: dict[str, str]) -> httpx.Response:
-        try:
-            resp = client.get(url, headers={"Accept-Encoding": "identity", **headers})
-        except httpx.HTTPError as exc:
-            raise NetworkError(f"{url}: {type(exc).__name__}: {exc}") from None
-        return resp
-
-    first: tuple[int, bytes] | None = None
-    if size is None:
-        try:
-            with client.stream(
-                "GET", url, headers={"Accept-Encoding": "identity", "Range": "bytes=-65536"}
-            ) as resp:
-                if resp.status_code != 206:
-                    return None  # no ranges: do not read the body
-                m = re.match(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("content-range", ""))
-                if not m:
-                    return None
-                size = int(m.group(3))
-                first = (int(m.group(1)), resp.read())
-        except httpx.HTTPError as exc:
-            raise NetworkError(f"{url}: {type(exc).__name__}: {exc}") from None
-
-    cache: list[tuple[int, bytes]] = [first] if first else []
-
-    def read_at(offset: int, length: int) -> bytes:
-        for start, blob in cache:
-            if start <= offset and offset + length <= start + len(blob):
-                return blob[offset - start : offset - start + length]
-        end = min(offset + length, size) - 1
-        r = get({"Range": f"bytes={offset}-{end}"})
-        if r.status_code != 206:
-            raise _NoRanges()
-        cache.append((offset, r.content))
-        return r.content
-
-    try:
-        members = read_central_directory(read_at, size, source=url)
-        meta = [
-            m for m in members
-            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
-            and m.name.endswith("/METADATA")
-        ]
-        if len(meta) != 1:
-            return None
-        mem = meta[0]
-        head = read_at(mem.header_offset, _LFH_SIZE + 1024)
-        if head[:4] != b"PK\x03\x04":
-            raise ArchiveError(f"{url}: {mem.name}: bad local header")
-        nlen, xlen = struct.unpack_from("<2H", head, 26)
-        start = mem.header_offset + _LFH_SIZE + nlen + xlen
-        raw = read_at(start, mem.compressed_size)
-    except _NoRanges:
-        return None
-    if mem.compress_type == 0:
-        data = raw
-    elif mem.compress_type == 8:
-        try:
-            data = zlib.decompress(raw, -15)
-        except zlib.error as exc:
-            raise ArchiveError(f"{url}: {mem.name}: corrupt deflate data ({exc})") from None
-    else:
-        return None
-    if zlib.crc32(data) != mem.crc:
-        raise ArchiveError(f"{url}: {mem.name}: CRC-32 mismatch")
-    return data
-
-
-class _NoRanges(Exception):
-    pass
 
 
 def _local_metadata(path: Path) -> bytes:
@@ -391,7 +303,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         if data is None and self.http is not None:
             self.metadata_requests += 1
             try:
-                data = read_remote_metadata(self.http, w.url, size=w.size)
+                data = read_remote_metadata(self.http, w.url)
             except ArchiveError:
                 data = None
             source = "range"

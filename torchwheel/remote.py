@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +26,16 @@ from urllib.request import url2pathname
 
 import httpx
 
-from .errors import NetworkError
-from .zipread import TAIL_READ, ZipMember, read_central_directory
+from .errors import ArchiveError, NetworkError
+from .zipread import TAIL_READ, ZIP_DEFLATED, ZIP_STORED, ZipMember, read_central_directory
 
-__all__ = ["MAX_REQUESTS", "RemoteSize", "remote_wheel_size", "size_from_members"]
+__all__ = [
+    "MAX_REQUESTS",
+    "RemoteSize",
+    "read_remote_metadata",
+    "remote_wheel_size",
+    "size_from_members",
+]
 
 #: Upper bound on HTTP requests per wheel (the issue's budget).
 MAX_REQUESTS = 6
@@ -68,8 +76,12 @@ def size_from_members(
 class _RangeReader:
     """``read_at`` over HTTP: serves reads from fetched spans, asks for the rest."""
 
-    def __init__(self, url: str, client: httpx.Client, retries: int, backoff: float) -> None:
+    def __init__(
+        self, url: str, client: httpx.Client, retries: int, backoff: float,
+        *, allow_full: bool = True,
+    ) -> None:
         self.url = url
+        self.allow_full = allow_full  # False: give up (_NoRanges) instead of downloading it all
         self.client = client
         self.retries = retries
         self.backoff = backoff
@@ -125,6 +137,8 @@ class _RangeReader:
                 data = resp.read()
                 self.spans.append((start, data))
                 return
+            if not self.allow_full:
+                raise _NoRanges(self.url)
             full = tempfile.TemporaryFile()  # noqa: SIM115 - kept open for read_at, closed in close()
             try:
                 for chunk in resp.iter_bytes(1 << 20):
@@ -163,6 +177,58 @@ class _RangeReader:
         if start > offset or start + len(data) < offset + min(length, self.size - offset):
             raise NetworkError(f"{self.url}: server answered a different byte range")
         return data[offset - start : offset - start + length]
+
+
+class _NoRanges(Exception):
+    """The server ignores ``Range`` and the caller did not want the whole file."""
+
+
+_LFH_SIZE = 30
+
+
+def read_remote_metadata(
+    client: httpx.Client, url: str, *, retries: int = 2, backoff: float = 0.2
+) -> bytes | None:
+    """``*.dist-info/METADATA`` of the wheel at ``url``, read with HTTP range requests.
+
+    Typically 2 requests: the archive tail (central directory), then the member. Returns None
+    when the server ignores ``Range`` (the caller then downloads the wheel, verified and
+    cached) or the wheel has no single METADATA; raises :class:`ArchiveError` for a corrupt
+    member and :class:`NetworkError` when the URL cannot be read.
+    """
+    reader = _RangeReader(url, client, retries, backoff, allow_full=False)
+    try:
+        size = reader.open()
+        members = read_central_directory(reader.read_at, size, source=url)
+        meta = [
+            m for m in members
+            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
+            and m.name.endswith("/METADATA")
+        ]
+        if len(meta) != 1:
+            return None
+        mem = meta[0]
+        head = reader.read_at(mem.header_offset, _LFH_SIZE + 1024)
+        if head[:4] != b"PK\x03\x04":
+            raise ArchiveError(f"{url}: {mem.name}: bad local header")
+        nlen, xlen = struct.unpack_from("<2H", head, 26)
+        raw = reader.read_at(mem.header_offset + _LFH_SIZE + nlen + xlen, mem.compressed_size)
+    except _NoRanges:
+        return None
+    finally:
+        reader.close()
+    if mem.compress_type == ZIP_STORED:
+        data = raw
+    elif mem.compress_type == ZIP_DEFLATED:
+        try:
+            data = zlib.decompress(raw, -15)
+        except zlib.error as exc:
+            raise ArchiveError(f"{url}: {mem.name}: corrupt deflate data ({exc})") from None
+    else:
+        return None
+    if zlib.crc32(data) != mem.crc:
+        raise ArchiveError(f"{url}: {mem.name}: CRC-32 mismatch")
+    return data
 
 
 def _local_path(url: str) -> Path | None:
