@@ -16,29 +16,22 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import TorchwheelError
 
-# Sub-command name → module in torchwheel.commands (in --help order).
+# Sub-command name → one-line help (in --help order). Each lives in torchwheel.commands.<name>.
 COMMANDS: dict[str, str] = {
-    "resolve": "resolve",
-    "build": "build",
-    "check": "check",
-    "runtimes": "runtimes",
-    "tags": "tags",
+    "resolve": "Pick the torch wheel that installs on a Lambda target, and say why not the others.",
+    "build": "Build a Lambda layer zip (or tree) from wheels, verified and reproducible.",
+    "check": "Check layer zips before deploy: layout, tags, RECORD, ELF versions, sizes.",
+    "runtimes": "List the Lambda runtimes torchwheel knows, with glibc / libstdc++ ceilings.",
+    "tags": "Print the wheel tags a Lambda target accepts, one per line, best first.",
 }
 
 
-def _available() -> dict[str, object]:
-    mods: dict[str, object] = {}
-    for name, modname in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"torchwheel.commands.{modname}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"torchwheel.commands.{modname}":
-                raise
-    return mods
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argparse tree; with ``only``, just that sub-command's module is imported.
 
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of every sub-command."""
+    Importing one command's module (and so only the libraries it needs) keeps start-up
+    short for CI gates such as ``torchwheel check``.
+    """
     parser = argparse.ArgumentParser(
         prog="torchwheel",
         description="Get PyTorch onto AWS Lambda: resolve wheels, build and check layers.",
@@ -46,19 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchwheel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, mod in _available().items():
-        doc = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+    for name, doc in COMMANDS.items():
         p = sub.add_parser(name, help=doc, description=doc)
-        mod.configure(p)  # type: ignore[attr-defined]
-        p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
+        if only is None or name == only:
+            mod = importlib.import_module(f"torchwheel.commands.{name}")
+            mod.configure(p)
+            p.set_defaults(_run=mod.run)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if arg in COMMANDS:
+            return arg
+        if not arg.startswith("-"):
+            return None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
-    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_in(args_list))
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse: --help (0) or usage error (2)
         return int(exc.code or 0)
     try:
