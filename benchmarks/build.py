@@ -37,8 +37,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- build:begin -->"
 END = "<!-- build:end -->"
 SITE = "python/lib/python3.11/site-packages"
@@ -170,20 +171,6 @@ def render(rows: list[Row], repeat: int, wheels: Path) -> str:
     return "\n".join(lines)
 
 
-def write_docs(section: str) -> None:
-    """Replace (or append) the Build section of docs/performance.md (atomic write)."""
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n## Build\n\n" + section + "\n"
-    tmp = DOC.with_name(DOC.name + ".tmp-build")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the Markdown section (and write it with --write-docs)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -219,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, args.repeat, wheels)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_section("build", "Build", section)
     return 0
 
 

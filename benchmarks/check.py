@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -112,20 +114,6 @@ def get_wheel(work: Path) -> Path:
     return sorted(dest.glob("torch-*.whl"))[0]
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "performance.md"
-    doc = path.read_text() if path.exists() else "# Performance\n"
-    start = doc.find("\n## Check\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + 1)
-        doc = doc[: start + 1] + text + ("" if end < 0 else doc[end:])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(doc)
-    tmp.replace(path)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="runs of each fast command")
@@ -161,8 +149,7 @@ def main() -> int:
     norec_t = float(by["torchwheel check --no-record"]["best"])
     zf_t = float(by["stdlib zipfile read all"]["best"])
     lines = [
-        "## Check",
-        "",
+        "<!-- check:begin -->",
         "`python benchmarks/check.py --write` on the torch 2.13.0 CPU wheel (cp311, 190 MB, "
         "699 MB unzipped, 12,248 members, 136 ELF files) re-zipped as a layer under "
         "`python/lib/python3.11/site-packages/`. Each command is a child process (Python start-up "
@@ -209,10 +196,10 @@ def main() -> int:
         "(e.g. a verdict from the first range of a remote member)."
     )
     lines.append("")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join([*lines, "<!-- check:end -->"]) + "\n"
     print(text)
     if args.write:
-        write_section(text)
+        write_section("check", "Check", text)
     return 0
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from _docs import write_section
 
 from torchwheel.loader import torchwheel_loader as loader
 from torchwheel.packed import (
@@ -55,7 +56,6 @@ from torchwheel.packed import (
 from torchwheel.runtimes import make_target, quotas
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "performance.md"
 MARKER = "packed"
 MB = 1024 * 1024
 
@@ -314,19 +314,6 @@ def render(rows: list[Row], start: dict[str, tuple[float, float, float]], tar_si
     return "\n".join(lines)
 
 
-def write_docs(section: str, marker: str = MARKER) -> None:
-    """Replace (or append) the marked section of docs/performance.md."""
-    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n## Packed layers\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -360,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, start, tar_size, site_bytes, where, args.marker)
     print(section)
     if args.write_docs:
-        write_docs(section, args.marker)
+        write_section(args.marker, "Packed layers", section)
     return 0
 
 

@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _docs import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -53,7 +55,6 @@ from torchwheel.remote import remote_wheel_size  # noqa: E402
 from torchwheel.resolve import resolve_target  # noqa: E402
 from torchwheel.runtimes import Target, all_targets  # noqa: E402
 
-DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- resolve:begin -->"
 END = "<!-- resolve:end -->"
 
@@ -419,20 +420,6 @@ def render(runs: list[ToolRun], tlist: list[Target], n_files: int, extra: list[s
     return "\n".join(lines)
 
 
-def write_docs(section: str) -> None:
-    """Replace (or append) the Resolve section of docs/performance.md (atomic write)."""
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n## Resolve\n\n" + section + "\n"
-    tmp = DOC.with_name(DOC.name + ".tmp-resolve")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the markdown section (and write it with --write-docs)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -458,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(runs, tlist, n_files, extra)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        write_section("resolve", "Resolve", section)
     return 0
 
 
