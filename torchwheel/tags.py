@@ -4,6 +4,12 @@ The tags are built with packaging's own ``cpython_tags`` / ``compatible_tags`` g
 platforms, so the order is exactly what ``packaging.tags.sys_tags()`` returns on the Lambda
 image. The platform list mirrors ``packaging._manylinux.platform_tags`` with the runtime's
 glibc in place of the host's.
+
+One deliberate difference: packaging >= 26.4 ranks ``linux_<arch>`` before the manylinux
+tags (on the host, a wheel built there should win). For Lambda a ``linux_`` wheel was built
+somewhere else and promises nothing about glibc, so torchwheel keeps it last, where
+packaging < 26.4 (and pip's vendored copies of it until then) put it: the verified
+manylinux wheel of a release is preferred over its unverified ``linux_`` twin.
 """
 
 from __future__ import annotations
