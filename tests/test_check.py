@@ -464,3 +464,32 @@ def test_codes_are_documented() -> None:
 def test_record_hash_helper_matches() -> None:
     # the RECORD form used by the wheel factory is the one check compares against
     assert record_hash(b"") == "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU"
+
+
+def test_unconfirmed_system_library_is_a_warning_that_says_so(tmp_path: Path) -> None:
+    """libz.so.1 is assumed on the image, but no source lists it: a warning, not silence."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    src = tmp_path / "usez.c"
+    src.write_text("#include <zlib.h>\nconst char *v(void){return zlibVersion();}\n")
+    so = tmp_path / "libusez.so"
+    done = subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
+    layer = make_layer(tmp_path / "z.zip", {"python/usez.so": so.read_bytes()})
+    r = check([layer], runtime="provided.al2023", python="3.12")
+    (f,) = r.findings
+    assert f.code == "unconfirmed-system-library" and f.severity == "warning"
+    assert "libz.so.1" in f.message and "unconfirmed" in f.message
+    assert r.ok  # warnings pass unless --strict
+    # a bundled zlib next to it settles the question
+    real = subprocess.run(["gcc", "-print-file-name=libz.so.1"], capture_output=True, text=True)
+    libz = Path(real.stdout.strip())
+    if libz.is_file():
+        both = make_layer(tmp_path / "zz.zip", {"python/usez.so": so.read_bytes(),
+                                                "lib/libz.so.1": libz.read_bytes()})
+        assert check([both], runtime="provided.al2023", python="3.12").findings == ()

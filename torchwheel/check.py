@@ -89,6 +89,7 @@ CODES: dict[str, str] = {
     "glibc-too-new": ERROR,
     "glibcxx-too-new": ERROR,
     "missing-shared-library": ERROR,
+    "unconfirmed-system-library": WARNING,
     "missing-dependency": ERROR,
     "not-on-sys-path": ERROR,
     "wheel-not-extracted": ERROR,
@@ -101,6 +102,9 @@ CODES: dict[str, str] = {
     "zipped-over-direct-upload": WARNING,
     "ephemeral-storage": WARNING,
 }
+
+#: Where :func:`_search_library` says a library is assumed on the image without a source.
+UNCONFIRMED_SYSTEM = "system (unconfirmed)"
 
 LAYER_MOUNT = "/opt"
 FUNCTION_MOUNT = "/var/task"
@@ -1046,6 +1050,8 @@ def _search_library(lib: str, path: str, info: ELFInfo, state: CheckState) -> st
             return candidate
     if lib in system:
         return "system"
+    if lib in facts()["system_libraries"].get("unconfirmed", {}):
+        return UNCONFIRMED_SYSTEM
     return None
 
 
@@ -1076,7 +1082,7 @@ def _elf_findings(state: CheckState, target: Target) -> list[Finding]:
         cxx_need: list[str] = []
         for lib, names in by_file.items():
             where = _resolve_library(lib, path, info, state, target)
-            if where not in (None, "system"):
+            if where not in (None, "system", UNCONFIRMED_SYSTEM):
                 continue  # a bundled copy; its own needs are checked where it lies
             for n in names:
                 if n.startswith("GLIBC_") and n[6:7].isdigit():
@@ -1107,9 +1113,20 @@ def _elf_findings(state: CheckState, target: Target) -> list[Finding]:
                 f"CXXABI_{rt.cxxabi_str}", needs=sorted(set(cxx_need)),
             ))
         missing = []
+        assumed = []
         for lib in info.needed:
-            if _resolve_library(lib, path, info, state, target) is None:
+            where = _resolve_library(lib, path, info, state, target)
+            if where is None:
                 missing.append(lib)
+            elif where == UNCONFIRMED_SYSTEM:
+                assumed.append(lib)
+        notes = facts()["system_libraries"].get("unconfirmed", {})
+        for lib in assumed:
+            out.append(_finding(
+                "unconfirmed-system-library", label,
+                f"{entry.path} needs {lib}, not in the layers; {notes[lib]}",
+                libraries=[lib],
+            ))
         if missing:
             elsewhere = {lib: names_in_layer[lib][:3] for lib in missing if lib in names_in_layer}
             hint = ""
