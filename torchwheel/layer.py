@@ -3,7 +3,8 @@
 The pipeline of :func:`build_layer` is
 
     resolve the closure (deps) → fetch each wheel → :class:`LayerTree.install` each wheel →
-    :func:`slim` → :func:`strip` → :meth:`LayerTree.finalize` (RECORD files) →
+    :func:`slim` → :func:`strip` → :func:`compile_bytecode` (``--compile`` only) →
+    :meth:`LayerTree.finalize` (RECORD files) →
     :func:`write_layer_zip` (tree → zip)
 
 and each step is usable alone.
@@ -14,9 +15,10 @@ every member must be listed in ``RECORD`` with a matching hash (checked while th
 written); the ``.dist-info`` directory is kept with an ``INSTALLER`` file and a ``RECORD``
 that lists what really was installed. Unlike ``installer``, ``.data/scripts``,
 ``.data/headers`` and ``.data/data`` are not installed (a layer has no ``bin/`` or
-``include/`` that the runtime reads) and no bytecode is compiled (the host's ``.pyc`` would
-be wrong for the target). Unsafe member paths and symlinks leaving the tree raise
-:class:`~torchwheel.errors.ArchiveError`.
+``include/`` that the runtime reads) and no bytecode is compiled by default (the host's
+``.pyc`` would be wrong for another Python); :func:`compile_bytecode` (``build --compile``)
+writes unchecked-hash ``.pyc`` files when the running CPython is the target's. Unsafe member
+paths and symlinks leaving the tree raise :class:`~torchwheel.errors.ArchiveError`.
 
 The zip is reproducible: members sorted by name, one fixed timestamp
 (``SOURCE_DATE_EPOCH`` or 1980-01-01), modes 0644/0755, no extra fields. Members whose bytes
@@ -69,6 +71,8 @@ __all__ = [
     "StepResult",
     "ZipResult",
     "build_layer",
+    "check_compile_target",
+    "compile_bytecode",
     "compress_backend",
     "find_older_release",
     "layer_prefix",
@@ -609,6 +613,7 @@ class StepResult:
     bytes_saved: int
     applied: bool = True
     note: str | None = None
+    bytes_added: int = 0  # what the step added (compile: the .pyc files)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -619,6 +624,7 @@ class StepResult:
             "bytes_saved": self.bytes_saved,
             "applied": self.applied,
             "note": self.note,
+            "bytes_added": self.bytes_added,
         }
 
 
@@ -742,6 +748,129 @@ def strip(
     if failures:
         notes.append(f"strip failed on {len(failures)} file(s), left alone: {failures[0]}")
     return StepResult("strip", desc, changed, sum(saved), note="; ".join(notes) or None)
+
+
+# ---------------------------------------------------------------------------------------------
+# bytecode (--compile)
+# ---------------------------------------------------------------------------------------------
+
+_COMPILE_BATCH = 64  # .py files per worker task
+
+
+def check_compile_target(target: Target) -> None:
+    """Raise :class:`InputError` unless this interpreter can write bytecode for ``target``:
+    it must be CPython with the target's (major, minor) (``.pyc`` files are version-specific)."""
+    import platform
+    import sys
+
+    impl = platform.python_implementation()
+    here = sys.version_info[:2]
+    if impl != "CPython" or here != tuple(target.python):
+        raise InputError(
+            f"--compile needs CPython {target.python_str} to write bytecode for {target.label}; "
+            f"this is {impl} {here[0]}.{here[1]}"
+        )
+
+
+def _pyc_record_path(record_path: str, tag: str) -> str:
+    head, _, name = record_path.rpartition("/")
+    pyc = f"__pycache__/{name[:-3]}.{tag}.pyc"
+    return f"{head}/{pyc}" if head else pyc
+
+
+def _compile_batch(jobs: list[tuple[str, str, str]]) -> list[tuple[int, str] | str]:
+    """Compile ``(source, pyc, dfile)`` jobs with :func:`py_compile.compile` (unchecked-hash
+    pycs, optimization 0); per job ``(size, RECORD hash)`` or the reason it failed."""
+    import py_compile
+
+    out: list[tuple[int, str] | str] = []
+    for src, pyc, dfile in jobs:
+        try:
+            py_compile.compile(src, cfile=pyc, dfile=dfile, doraise=True, optimize=0,
+                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        except py_compile.PyCompileError as exc:
+            out.append(exc.exc_type_name + ": " + str(exc.exc_value).splitlines()[0])
+            continue
+        os.chmod(pyc, 0o644)
+        data = Path(pyc).read_bytes()
+        out.append((len(data), _record_hash(hashlib.sha256(data).digest())))
+    return out
+
+
+def compile_bytecode(tree: LayerTree, target: Target, *, workers: int | None = None) -> StepResult:
+    """Compile every ``.py`` of the tree into ``__pycache__/<name>.cpython-3XY.pyc`` and add
+    each ``.pyc`` to its distribution's RECORD (as pip does).
+
+    The ``.pyc`` files are unchecked-hash (PEP 552: no source mtime, never revalidated, so
+    valid on a read-only ``/opt``), optimization level 0, and carry ``/opt/<tree path>`` as
+    their file name: the bytes depend on the sources only. Files that fail to compile (Python 2
+    syntax in test data, say) are skipped and counted in the note. Run it after :func:`slim`
+    (which removes ``__pycache__``) and :func:`strip`; raises :class:`InputError` when the
+    running interpreter is not the target's CPython (:func:`check_compile_target`).
+    """
+    import multiprocessing
+
+    check_compile_target(target)
+    tag = f"cpython-{target.python[0]}{target.python[1]}"
+    sources = sorted(
+        rp for rp, tf in tree.files.items()
+        if rp.endswith(".py") and tf.symlink is None and "__pycache__" not in rp.split("/")
+        and not rp.split("/", 1)[0].endswith(".dist-info")
+    )
+    # a source left in its wheel (zip-only build) is written out to be compiled; it is still
+    # zipped straight from the wheel
+    virtual: dict[Path, list[str]] = {}
+    for rp in sources:
+        tf = tree.files[rp]
+        if tf.virtual and tf.raw is not None and not (tree.site / rp).exists():
+            virtual.setdefault(tf.raw.wheel, []).append(rp)
+    for wheel, rps in virtual.items():
+        with ZipReader(wheel) as zr:
+            for rp in rps:
+                path = tree.site / rp
+                path.parent.mkdir(parents=True, exist_ok=True)
+                raw = tree.files[rp].raw
+                assert raw is not None
+                path.write_bytes(zr.read(raw.member))
+    jobs: list[tuple[str, str, str]] = []
+    for rp in sources:
+        pyc_rp = _pyc_record_path(rp, tag)
+        if pyc_rp in tree.files:  # cannot happen after slim/install; never clobber a file
+            continue
+        (tree.site / pyc_rp).parent.mkdir(exist_ok=True)
+        jobs.append((str(tree.site / rp), str(tree.site / pyc_rp), f"/opt/{tree.prefix}/{rp}"))
+    batches = [jobs[i:i + _COMPILE_BATCH] for i in range(0, len(jobs), _COMPILE_BATCH)]
+    nworkers = min(workers or tree.workers, len(batches))
+    if nworkers > 1:
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        with cf.ProcessPoolExecutor(nworkers, mp_context=ctx) as pool:
+            results = [r for batch in pool.map(_compile_batch, batches) for r in batch]
+    else:
+        results = [r for batch in batches for r in _compile_batch(batch)]
+    added = 0
+    failed: list[str] = []
+    done = 0
+    for (src, pyc, _), res in zip(jobs, results, strict=True):
+        rp = os.path.relpath(src, tree.site).replace(os.sep, "/")
+        if isinstance(res, str):
+            failed.append(f"{rp} ({res})")
+            continue
+        size, digest = res
+        pyc_rp = os.path.relpath(pyc, tree.site).replace(os.sep, "/")
+        owner = tree.files[rp].dist
+        tree.files[pyc_rp] = TreeFile(rel=f"{tree.prefix}/{pyc_rp}", record_path=pyc_rp,
+                                      dist=owner, size=size, hash=digest, executable=False)
+        tree.dists[owner].files[pyc_rp] = None
+        added += size
+        done += 1
+    tree.prune_empty_dirs()  # __pycache__ of sources that all failed
+    note = None
+    if failed:
+        note = (f"{len(failed)} file(s) did not compile, left as source "
+                f"(first: {failed[0]})")
+    return StepResult("compile", f"bytecode for CPython {target.python_str} "
+                      "(unchecked-hash .pyc, optimization 0)", done, 0, note=note,
+                      bytes_added=added)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1353,6 +1482,7 @@ def build_layer(
     workers: int | None = None,
     packed: bool = False,
     zstd_level: int | None = None,
+    compile_bytecode: bool = False,
 ) -> LayerReport:
     """Build a Lambda layer for ``packages`` (requirement strings or local ``.whl`` paths).
 
@@ -1366,6 +1496,10 @@ def build_layer(
 
     ``packed`` ships the tree as a zstd archive (level ``zstd_level``) plus a loader that
     unpacks it into ``/tmp`` (see :mod:`torchwheel.packed`, docs/packed-layers.md).
+
+    ``compile_bytecode`` adds unchecked-hash ``.pyc`` files for every ``.py`` after slimming
+    and stripping (see :func:`compile_bytecode`); it needs the running interpreter to be the
+    target's CPython and raises :class:`InputError` before any download otherwise.
     """
     from . import deps as _deps
     from . import packed as _packed
@@ -1379,6 +1513,8 @@ def build_layer(
     prefix = layer_prefix(target, layout)
     if packed and zstd_level is not None:
         _packed.check_level(zstd_level)  # fail before any download
+    if compile_bytecode:
+        check_compile_target(target)  # fail before any download
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -1441,7 +1577,7 @@ def build_layer(
         # verified while streaming and zipped straight from the wheels (same bytes either way)
         on_disk: Callable[[str], bool] | None = None
         if tree_path is None and not packed:
-            on_disk = (lambda rp: bool(_SO_RE.search(rp))) if strip else (lambda rp: False)
+            on_disk = _on_disk_predicate(strip, compile_bytecode)
         lt = LayerTree(root, prefix, workers=workers, slim=slim, materialize=on_disk)
         for pin, path in wheels:
             lt.install(path, requested=pin.requested, source_url=pin.candidate.url,
@@ -1459,6 +1595,10 @@ def build_layer(
         if strip:
             steps.append(_run_strip(lt, workers))
             timings["strip"] = time.perf_counter() - t
+        if compile_bytecode:  # after slim: slim removes __pycache__
+            t = time.perf_counter()
+            steps.append(_compile_step(lt, target, workers))
+            timings["compile"] = time.perf_counter() - t
         lt.finalize()
         if packed:
             t = time.perf_counter()
@@ -1541,6 +1681,18 @@ def build_layer(
         packed=pack_info.to_json() if pack_info is not None else None,
         older_release=older,
     )
+
+
+def _on_disk_predicate(strip: bool, compile_py: bool) -> Callable[[str], bool]:
+    """Which files a zip-only build writes to disk: what strip rewrites, what compile reads."""
+    def on_disk(rp: str) -> bool:
+        return bool((strip and _SO_RE.search(rp)) or (compile_py and rp.endswith(".py")))
+
+    return on_disk
+
+
+def _compile_step(lt: LayerTree, target: Target, workers: int | None) -> StepResult:
+    return compile_bytecode(lt, target, workers=workers)
 
 
 def _run_slim(lt: LayerTree, dry_run: bool = False) -> list[StepResult]:

@@ -36,6 +36,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "test binaries, headers, *.a, *.pyi)")
     p.add_argument("--strip", action="store_true",
                    help="strip --strip-unneeded the shared objects (needs binutils' strip)")
+    p.add_argument("--compile", action="store_true",
+                   help="add .pyc bytecode (unchecked-hash, reproducible): a bigger layer, "
+                   "~3 s less cold start for torch; needs this CPython to be the target's")
     p.add_argument("--no-deps", action="store_true",
                    help="install the named packages only, not their Requires-Dist closure")
     p.add_argument("--include-runtime-packages", action="store_true",
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=progress,
                 packed=args.packed,
                 zstd_level=args.zstd_level,
+                compile_bytecode=args.compile,
             )
     finally:
         index.close()
@@ -156,7 +160,9 @@ def render(report: LayerReport) -> None:
         s.add_column("saved", justify="right")
         s.add_column("note")
         for st in report.steps:
-            s.add_row(st.step, str(st.files), human_bytes(st.bytes_saved), st.note or "")
+            amount = (f"+{human_bytes(st.bytes_added)}" if st.bytes_added
+                      else human_bytes(st.bytes_saved))
+            s.add_row(st.step, str(st.files), amount, st.note or "")
         out.print(s)
     q = Table(title="Size vs Lambda quotas", title_justify="left")
     q.add_column("quota")
