@@ -38,7 +38,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="strip --strip-unneeded the shared objects (needs binutils' strip)")
     p.add_argument("--compile", action="store_true",
                    help="add .pyc bytecode (unchecked-hash, reproducible): a bigger layer, "
-                   "~3 s less cold start for torch; needs this CPython to be the target's")
+                   "~2 s less cold start for torch; needs this CPython to be the target's")
     p.add_argument("--no-deps", action="store_true",
                    help="install the named packages only, not their Requires-Dist closure")
     p.add_argument("--include-runtime-packages", action="store_true",
