@@ -754,7 +754,34 @@ def strip(
 # bytecode (--compile)
 # ---------------------------------------------------------------------------------------------
 
-_COMPILE_BATCH = 64  # .py files per worker task
+#: the compiler worker: a fresh ``python -S -s`` reading ``[[source, pyc, dfile], ...]`` as JSON
+#: on stdin, answering one JSON list (null: compiled; else why not). Plain subprocesses rather
+#: than multiprocessing: nothing of the caller's ``__main__`` is re-imported.
+#:
+#: Reproducibility: marshal sets a reference flag on objects whose refcount is above 1 and
+#: writes a string as interned when it is, so a ``.pyc`` can depend on the state of the process
+#: that wrote it (bpo-34093). Each worker therefore starts from the same state (clean
+#: environment, fixed hash seed, no site, the 256 one-character strings interned up front)
+#: and compiles a fixed run of files, whatever the number of workers.
+_COMPILE_CHUNK = 100  # files per worker process
+
+_COMPILE_WORKER = r"""
+import sys
+del sys.path[0]  # -c puts the working directory first
+for _i in range(256):
+    sys.intern(chr(_i))
+import json, py_compile
+out = []
+for src, pyc, dfile in json.load(sys.stdin):
+    try:
+        py_compile.compile(src, cfile=pyc, dfile=dfile, doraise=True, optimize=0,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    except py_compile.PyCompileError as exc:
+        out.append(exc.exc_type_name + ": " + (str(exc.exc_value).splitlines() or [""])[0])
+    else:
+        out.append(None)
+json.dump(out, sys.stdout)
+"""
 
 
 def check_compile_target(target: Target) -> None:
@@ -778,23 +805,23 @@ def _pyc_record_path(record_path: str, tag: str) -> str:
     return f"{head}/{pyc}" if head else pyc
 
 
-def _compile_batch(jobs: list[tuple[str, str, str]]) -> list[tuple[int, str] | str]:
-    """Compile ``(source, pyc, dfile)`` jobs with :func:`py_compile.compile` (unchecked-hash
-    pycs, optimization 0); per job ``(size, RECORD hash)`` or the reason it failed."""
-    import py_compile
+def _compile_chunk(jobs: list[tuple[str, str, str]]) -> list[str | None]:
+    """Run one compiler worker on ``jobs``; per job None (compiled) or the reason it was not."""
+    import json
+    import sys
 
-    out: list[tuple[int, str] | str] = []
-    for src, pyc, dfile in jobs:
-        try:
-            py_compile.compile(src, cfile=pyc, dfile=dfile, doraise=True, optimize=0,
-                               invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-        except py_compile.PyCompileError as exc:
-            out.append(exc.exc_type_name + ": " + str(exc.exc_value).splitlines()[0])
-            continue
-        os.chmod(pyc, 0o644)
-        data = Path(pyc).read_bytes()
-        out.append((len(data), _record_hash(hashlib.sha256(data).digest())))
-    return out
+    env = {"PYTHONHASHSEED": "0", "PYTHONUTF8": "1", "PATH": os.environ.get("PATH", "")}
+    proc = subprocess.run([sys.executable, "-S", "-s", "-c", _COMPILE_WORKER],
+                          input=json.dumps(jobs), capture_output=True, text=True, check=False,
+                          env=env, encoding="utf-8")
+    try:
+        res = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        res = None
+    if not isinstance(res, list) or len(res) != len(jobs):
+        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise TorchwheelError(f"the bytecode compiler ({sys.executable}) failed: {last}")
+    return [r if isinstance(r, str) else None for r in res]
 
 
 def compile_bytecode(tree: LayerTree, target: Target, *, workers: int | None = None) -> StepResult:
@@ -808,8 +835,6 @@ def compile_bytecode(tree: LayerTree, target: Target, *, workers: int | None = N
     (which removes ``__pycache__``) and :func:`strip`; raises :class:`InputError` when the
     running interpreter is not the target's CPython (:func:`check_compile_target`).
     """
-    import multiprocessing
-
     check_compile_target(target)
     tag = f"cpython-{target.python[0]}{target.python[1]}"
     sources = sorted(
@@ -839,24 +864,28 @@ def compile_bytecode(tree: LayerTree, target: Target, *, workers: int | None = N
             continue
         (tree.site / pyc_rp).parent.mkdir(exist_ok=True)
         jobs.append((str(tree.site / rp), str(tree.site / pyc_rp), f"/opt/{tree.prefix}/{rp}"))
-    batches = [jobs[i:i + _COMPILE_BATCH] for i in range(0, len(jobs), _COMPILE_BATCH)]
-    nworkers = min(workers or tree.workers, len(batches))
-    if nworkers > 1:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        with cf.ProcessPoolExecutor(nworkers, mp_context=ctx) as pool:
-            results = [r for batch in pool.map(_compile_batch, batches) for r in batch]
-    else:
-        results = [r for batch in batches for r in _compile_batch(batch)]
+    nworkers = max(1, workers or tree.workers)
+    # fixed runs of sorted files (see _COMPILE_WORKER); a process costs ~20 ms to start
+    chunks = [jobs[i:i + _COMPILE_CHUNK] for i in range(0, len(jobs), _COMPILE_CHUNK)]
+    with cf.ThreadPoolExecutor(nworkers) as pool:
+        answers = list(pool.map(_compile_chunk, chunks))
+    results: dict[str, str | None] = {}
+    for chunk, answer in zip(chunks, answers, strict=True):
+        for job, res in zip(chunk, answer, strict=True):
+            results[job[0]] = res
     added = 0
     failed: list[str] = []
     done = 0
-    for (src, pyc, _), res in zip(jobs, results, strict=True):
+    for src, pyc, _ in jobs:
         rp = os.path.relpath(src, tree.site).replace(os.sep, "/")
-        if isinstance(res, str):
-            failed.append(f"{rp} ({res})")
+        why = results[src]
+        if why is not None:
+            failed.append(f"{rp} ({why})")
             continue
-        size, digest = res
         pyc_rp = os.path.relpath(pyc, tree.site).replace(os.sep, "/")
+        os.chmod(pyc, 0o644)  # py_compile copies the source's mode
+        data = Path(pyc).read_bytes()
+        size, digest = len(data), _record_hash(hashlib.sha256(data).digest())
         owner = tree.files[rp].dist
         tree.files[pyc_rp] = TreeFile(rel=f"{tree.prefix}/{pyc_rp}", record_path=pyc_rp,
                                       dist=owner, size=size, hash=digest, executable=False)
