@@ -171,7 +171,7 @@ def test_compile_zip_is_reproducible_and_passes_check(
         # the file name in the code object is where the layer is mounted, not the build dir
         assert f"/opt/{SITE}/cpkg/sub.py".encode() in pyc
         assert str(tmp_path).encode() not in pyc
-    # a fresh interpreter makes the same bytes (they depend on the sources only)
+    # a fresh interpreter makes the same bytes (the compiler workers start from one state)
     proc = subprocess.run(
         [sys.executable, "-m", "torchwheel", "build", *base, "-o", str(tmp_path / "d.zip")],
         capture_output=True, text=True, env={**os.environ, "TORCHWHEEL_CACHE_DIR": str(
