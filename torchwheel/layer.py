@@ -195,9 +195,17 @@ class LayerTree:
         """Install one wheel as ``installer`` would (see the module docstring)."""
         wheel = Path(wheel)
         parsed = parse_wheel(wheel.name)
-        with ZipReader(wheel) as zr:
+        try:
+            zr = ZipReader(wheel)
+        except ArchiveError as exc:
+            reason = str(exc).removeprefix(f"{wheel}: ")
+            raise ArchiveError(f"{wheel}: not a readable wheel ({reason})") from None
+        with zr:
             members = [m for m in zr.members if not m.is_dir]
             label = wheel.name
+            for m in members:  # refuse an unsafe archive before reading anything from it
+                if is_unsafe_name(m.name) or "\\" in m.name:
+                    raise ArchiveError(f"{label}: unsafe member path {m.name!r}")
             dist_info = _dist_info_dir(members, parsed.name, label)
             by_name = {m.name: m for m in members}
             wheel_meta = _parse_headers(
@@ -231,8 +239,6 @@ class LayerTree:
             jobs: list[tuple[ZipMember, str, str | None]] = []  # member, record path, expected
             dropped: dict[str, list[str]] = {}
             for m in members:
-                if is_unsafe_name(m.name) or "\\" in m.name:
-                    raise ArchiveError(f"{label}: unsafe member path {m.name!r}")
                 if m.name == record_file:
                     continue
                 expected = record_rows.pop(m.name, None)

@@ -18,14 +18,11 @@ import io
 import json
 import os
 import posixpath
-import shutil
 import stat
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -343,72 +340,27 @@ def install_wheel_flat(
 ) -> list[str]:
     """Install a wheel's purelib/platlib contents into ``dest`` (``python/`` of the layer).
 
-    Like ``installer``: ``.data/purelib|platlib`` merged into ``dest``, other ``.data`` schemes
-    dropped, ``*.dist-info`` kept (its RECORD rewritten to match what was written), no
-    bytecode. ``exclude(relpath)`` drops members; ``strip`` runs ``strip --strip-unneeded`` on
-    ``.so`` files when ``strip`` exists. Returns the written paths relative to ``dest``.
+    The same installer as ``build`` (:class:`torchwheel.layer.LayerTree`): ``.data/purelib|
+    platlib`` merged into ``dest``, other ``.data`` schemes dropped, ``*.dist-info`` kept (its
+    RECORD rewritten to match what was written), no bytecode. ``exclude(relpath)`` drops
+    members; ``strip`` runs ``strip --strip-unneeded`` on ``.so`` files when ``strip`` exists.
+    Returns the written paths relative to ``dest``.
     Unsafe member names raise :class:`ArchiveError`.
     """
-    strip_tool = shutil.which("strip") if strip else None
-    wheel = Path(wheel)
-    written: list[str] = []
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ArchiveError(f"{wheel}: not a readable wheel ({exc})") from None
-    with zf:
-        data_prefix = ""
-        dist_info = ""
-        for name in zf.namelist():
-            top = name.split("/", 1)[0]
-            if top.endswith(".data"):
-                data_prefix = top + "/"
-            elif top.endswith(".dist-info"):
-                dist_info = top
-        if not dist_info:
-            raise ArchiveError(f"{wheel}: no .dist-info directory")
-        for info in zf.infolist():
-            name = info.filename
-            if name.endswith("/"):
-                continue
-            rel = name
-            if data_prefix and name.startswith(data_prefix):
-                scheme, _, sub = name[len(data_prefix):].partition("/")
-                if scheme not in ("purelib", "platlib"):
-                    continue
-                rel = sub
-            parts = rel.split("/")
-            if rel.startswith("/") or ".." in parts or "\\" in rel or not rel:
-                raise ArchiveError(f"{wheel}: unsafe member path {name!r}")
-            if rel.endswith(".pyc") or "__pycache__" in parts:
-                continue
-            if rel == f"{dist_info}/RECORD" or (exclude is not None and exclude(rel)):
-                continue
-            out = dest / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-            mode = (info.external_attr >> 16) & 0o777
-            os.chmod(out, 0o755 if mode & 0o111 else 0o644)
-            if strip_tool and (rel.endswith(".so") or ".so." in rel.rsplit("/", 1)[-1]):
-                subprocess.run([strip_tool, "--strip-unneeded", str(out)], check=False,
-                               capture_output=True)
-            written.append(rel)
-        record = [*_record_lines(dest, written), f"{dist_info}/RECORD,,"]
-        atomic_write(dest / dist_info / "RECORD", ("\n".join(record) + "\n").encode())
-        written.append(f"{dist_info}/RECORD")
-    return sorted(written)
+    from .layer import LayerTree
+    from .layer import strip as strip_tree
 
-
-def _record_lines(root: Path, rels: list[str]) -> list[str]:
-    import base64
-
-    lines = []
-    for rel in sorted(rels):
-        data = (root / rel).read_bytes()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        lines.append(f"{rel},sha256={digest},{len(data)}")
-    return lines
+    dest = Path(dest)
+    tree = LayerTree(dest.parent, dest.name)
+    tree.install(Path(wheel))
+    if exclude is not None:
+        for rel in [r for r in tree.files if exclude(r)]:
+            tree.remove(rel)
+        tree.prune_empty_dirs()
+    if strip:
+        strip_tree(tree)
+    tree.finalize()
+    return sorted(tree.files)
 
 
 def _no_cffi(rel: str) -> bool:
