@@ -33,7 +33,8 @@ from _docs import write_section
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.layers import SITE311, TORCH_REQUIREMENT, rezip_raw  # noqa: E402
+from tests.support.layers import SITE311, rezip_raw  # noqa: E402
+from tests.support.torch import TORCH_REQUIREMENT  # noqa: E402
 from torchwheel.elf import parse_elf, scan_version_needs, version_tuple  # noqa: E402
 from torchwheel.zipread import ZipReader, inflate_backend  # noqa: E402
 

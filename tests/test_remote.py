@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.indexserver import IndexServer
-from tests.support.packed import pip_download
 from tests.support.wheels import make_wheel
 from torchwheel import remote_wheel_size
 from torchwheel.errors import ArchiveError, NetworkError
@@ -107,21 +106,15 @@ def test_local_file_and_file_url(many_member_wheel):
         assert rs.members == zip_truth(many_member_wheel)[0]
 
 
-@pytest.fixture(scope="session")
-def torch_cpu_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real torch 2.13.0 CPU wheel (skips the test when pip cannot get it)."""
-    return pip_download(["torch==2.13.0"], tmp_path_factory.mktemp("torch-real"))[0]
-
-
 @pytest.mark.torch
-def test_real_torch_wheel_within_budget(index_server: IndexServer, torch_cpu_wheel: Path):
-    index_server.add_project("torch", [torch_cpu_wheel])
-    rs = remote_wheel_size(index_server.file_url("torch", torch_cpu_wheel.name), top=5)
-    members, unzipped, largest = zip_truth(torch_cpu_wheel)
+def test_real_torch_wheel_within_budget(index_server: IndexServer, torch_wheel: Path):
+    index_server.add_project("torch", [torch_wheel])
+    rs = remote_wheel_size(index_server.file_url("torch", torch_wheel.name), top=5)
+    members, unzipped, largest = zip_truth(torch_wheel)
     assert (rs.members, rs.unzipped, rs.zipped) == (
         members,
         unzipped,
-        torch_cpu_wheel.stat().st_size,
+        torch_wheel.stat().st_size,
     )
     assert list(rs.largest) == largest[:5]
     assert rs.largest[0][0] == "torch/lib/libtorch_cpu.so"

@@ -36,6 +36,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
+from tests.support.wheels import wheel_sha256
+
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "text/html"
 
@@ -47,14 +49,6 @@ def normalize(name: str) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def wheel_metadata(path: Path) -> bytes | None:
@@ -90,7 +84,7 @@ class IndexFile:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if self.sha256 is _UNSET:
-            self.sha256 = _file_sha256(self.path) if self.path.exists() else None
+            self.sha256 = wheel_sha256(self.path) if self.path.exists() else None
         if self.metadata is _UNSET:
             self.metadata = wheel_metadata(self.path) if self.filename.endswith(".whl") else None
         if self.metadata_sha256 is _UNSET:

@@ -25,7 +25,6 @@ import pytest
 from torchwheel.zipread import ZipReader
 
 DATE_TIME = (2024, 1, 1, 0, 0, 0)
-TORCH_REQUIREMENT = "torch==2.13.0"
 SITE311 = "python/lib/python3.11/site-packages/"
 
 

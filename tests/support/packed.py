@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.torch import pip_download
 from tests.support.wheels import make_wheel
 
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -40,25 +41,12 @@ PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&mod); }
 """
 
 
-def pip_download(args: list[str], dest: Path) -> list[Path]:
-    """``pip download ARGS -d dest``; the wheels it wrote (skips the test when pip fails)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), *args],
-        capture_output=True, text=True, timeout=600,
-    )
-    wheels = sorted(dest.glob("*.whl"))
-    if proc.returncode != 0 or not wheels:
-        pytest.skip(f"pip download {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
-    return wheels
-
-
 @pytest.fixture(scope="session")
 def zstandard_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real zstandard wheel for cp311 manylinux2014 x86_64 (the test targets' decompressor)."""
     dest = tmp_path_factory.mktemp("zstandard-wheel")
     wheels = pip_download(
-        ["zstandard", "--only-binary=:all:", "--python-version", "3.11",
+        ["zstandard", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
          "--platform", "manylinux2014_x86_64"],
         dest,
     )

@@ -47,7 +47,8 @@ int native_big(int n) { int s = 0; for (int k = 0; k < n; k++) s += k * k; retur
 """
 
 
-def _pip_download(args: list[str], dest: Path) -> list[Path]:
+def pip_download(args: list[str], dest: Path) -> list[Path]:
+    """``pip download ARGS -d DEST``; the wheels it got, or ``pytest.skip`` with pip's reason."""
     dest.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), *args],
@@ -62,7 +63,7 @@ def _pip_download(args: list[str], dest: Path) -> list[Path]:
 @pytest.fixture(scope="session")
 def torch_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real torch 2.13.0 CPU wheel (skipped when pip cannot get it)."""
-    wheels = _pip_download([TORCH_REQUIREMENT, "--no-deps"], tmp_path_factory.mktemp("torch"))
+    wheels = pip_download([TORCH_REQUIREMENT, "--no-deps"], tmp_path_factory.mktemp("torch"))
     return wheels[0]
 
 
@@ -70,7 +71,7 @@ def torch_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def torch_dep_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of real wheels of torch's requirements (for CPython 3.11 on this host)."""
     d = tmp_path_factory.mktemp("torch-deps")
-    _pip_download(["--only-binary=:all:", *TORCH_DEPS], d)
+    pip_download(["--only-binary=:all:", *TORCH_DEPS], d)
     return d
 
 
