@@ -3,7 +3,7 @@
 pytest_plugins: list[str] = [
     "tests.support.indexserver",
     "tests.support.elves",
+    "tests.support.torch",  # before layers and packed, which import its helpers
     "tests.support.layers",
     "tests.support.packed",
-    "tests.support.torch",
 ]
