@@ -53,7 +53,7 @@ from torchwheel.packed import (
     pack_tree,
     read_manifest,
 )
-from torchwheel.runtimes import make_target, quotas
+from torchwheel.targets import make_target, quotas
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "packed"

@@ -52,8 +52,8 @@ from tests.support.indexserver import IndexServer  # noqa: E402
 from tests.support.wheels import make_wheel  # noqa: E402
 from torchwheel.index import IndexClient  # noqa: E402
 from torchwheel.remote import remote_wheel_size  # noqa: E402
-from torchwheel.resolve import resolve_target  # noqa: E402
-from torchwheel.runtimes import Target, all_targets  # noqa: E402
+from torchwheel.resolution import resolve_target  # noqa: E402
+from torchwheel.targets import Target, all_targets  # noqa: E402
 
 BEGIN = "<!-- resolve:begin -->"
 END = "<!-- resolve:end -->"

@@ -10,12 +10,12 @@ import torchwheel
 def test_every_public_name_resolves():
     for name in torchwheel.__all__:
         assert getattr(torchwheel, name) is not None, name
-    # same-named submodules, once imported, do not shadow the functions
-    importlib.import_module("torchwheel.check")
-    importlib.import_module("torchwheel.resolve")
+    # the modules behind the functions carry other names, so nothing shadows them
+    importlib.import_module("torchwheel.checks.driver")
+    importlib.import_module("torchwheel.resolution")
 
     assert callable(torchwheel.resolve) and callable(torchwheel.check)
-    assert torchwheel.resolve.__module__ == "torchwheel.resolve"
+    assert torchwheel.resolve.__module__ == "torchwheel.resolution"
 
 
 def test_check_command_does_not_load_the_network_stack():

@@ -13,10 +13,10 @@ import pytest
 
 from tests.support.indexserver import IndexFile, IndexServer
 from tests.support.wheels import make_wheel, wheel_sha256
-from tests.test_deps import populate
+from tests.support.worlds import populate
 from torchwheel import build_layer
 from torchwheel.cli import main
-from torchwheel.runtimes import quotas
+from torchwheel.targets import quotas
 
 ARM = ["--runtime", "python3.12", "--arch", "arm64"]
 AL2023 = ["--runtime", "provided.al2023", "--python", "3.11", "--arch", "x86_64"]
@@ -160,7 +160,7 @@ def test_bad_inputs_exit_2(
                      str(tmp_path / "j.zip"), "--no-deps")
     assert rc == 2 and "junk-1.0-py3-none-any.whl" in err and "not a zip" in err
     # a wheel with a ../ member
-    from tests.test_layer import raw_wheel
+    from tests.support.wheels import raw_wheel
 
     evil = raw_wheel(tmp_path / "evil", "evil-1.0-py3-none-any.whl",
                      [("../escape.py", b"x", 0o100644)])

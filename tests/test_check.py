@@ -11,7 +11,7 @@ import pytest
 from tests.support.elves import Elves
 from tests.support.layers import SITE311, install_wheel, make_layer
 from tests.support.wheels import make_wheel, record_hash
-from torchwheel.check import CODES, EXPANDERS, CheckReport, Expansion, LayerEntry, check
+from torchwheel.checks.driver import CODES, EXPANDERS, CheckReport, Expansion, LayerEntry, check
 from torchwheel.errors import ArchiveError, InputError
 from torchwheel.zipread import ZipReader
 
@@ -353,7 +353,7 @@ def test_sizes_add_up_and_layer_count(tmp_path: Path) -> None:
 
 def test_layer_built_by_layer_tree(tmp_path: Path, elves: Elves) -> None:
     from torchwheel.layer import LayerTree, layer_prefix, write_layer_zip
-    from torchwheel.runtimes import make_target
+    from torchwheel.targets import make_target
 
     target = make_target("python3.11")
     native = make_wheel(tmp_path / "w", "native", "1.0", tags="cp311-cp311-linux_x86_64",

@@ -12,7 +12,7 @@ import pytest
 from tests.support.indexserver import IndexServer
 from tests.support.wheels import make_wheel
 from torchwheel.cli import main
-from torchwheel.runtimes import all_targets
+from torchwheel.targets import all_targets
 
 CHOSEN_KEYS = {
     "filename",

@@ -183,7 +183,7 @@ def test_compile_zip_is_reproducible_and_passes_check(
                       output=tmp_path / "one.zip", compile_bytecode=True, workers=1)
     assert one.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
     # torchwheel check: nothing to report about the bytecode or RECORD
-    from torchwheel.check import check
+    from torchwheel.checks.driver import check
 
     report = check([a], runtime="provided.al2023", arch="x86_64", python=PY)
     assert list(report.findings) == [], [(f.code, f.message) for f in report.findings]
@@ -244,7 +244,7 @@ def test_packed_layer_carries_the_pycs(
                         "print(cpkg.VALUE, os.path.isfile(cpkg.sub.__cached__))")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["compiled", "True"]
-    from torchwheel.check import check
+    from torchwheel.checks.driver import check
 
     report = check([out], runtime="provided.al2023", arch="x86_64", python=PY)
     assert [f.code for f in report.findings] == ["ephemeral-storage"]

@@ -16,8 +16,8 @@ import pytest
 
 from tests.support.indexserver import IndexServer
 from tests.support.wheels import make_wheel, wheel_sha256
+from torchwheel.download import FetchStats, cache_root, cached_path, fetch
 from torchwheel.errors import HashMismatch, InputError, NetworkError
-from torchwheel.fetch import FetchStats, cache_root, cached_path, fetch
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import os
 import shutil
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.wheels import make_wheel
+from tests.support.wheels import check_records, make_wheel, raw_wheel
 from torchwheel.errors import ArchiveError
 from torchwheel.layer import (
     LayerTree,
@@ -24,7 +23,7 @@ from torchwheel.layer import (
     write_layer_zip,
     zip_date_time,
 )
-from torchwheel.runtimes import make_target
+from torchwheel.targets import make_target
 from torchwheel.zipread import ZipReader
 
 TARGET = make_target("provided.al2023", "x86_64", "3.11")
@@ -34,58 +33,6 @@ def _rh(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
         b"="
     ).decode()
-
-
-def raw_wheel(directory: Path, filename: str, members: list[tuple[str, bytes, int]],
-              *, record: dict[str, str] | None = None, skip_record: set[str] = frozenset()
-              ) -> Path:  # type: ignore[assignment]
-    """A wheel with exact member names and modes (S_IFLNK for symlinks); RECORD computed
-    unless ``record`` overrides rows (``{name: hash}``)."""
-    name, version = filename.split("-")[:2]
-    di = f"{name}-{version}.dist-info"
-    base = [
-        (f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode(),
-         0o100644),
-        (f"{di}/WHEEL", b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-         b"Tag: py3-none-any\n", 0o100644),
-    ]
-    allm = members + base
-    rows = []
-    for n, data, _mode in allm:
-        if n in skip_record:
-            continue
-        h = (record or {}).get(n, _rh(data))
-        rows.append(f"{n},{h},{len(data)}")
-    rows.append(f"{di}/RECORD,,")
-    allm.append((f"{di}/RECORD", ("\n".join(rows) + "\n").encode(), 0o100644))
-    directory.mkdir(parents=True, exist_ok=True)
-    out = directory / filename
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for n, data, mode in allm:
-            info = zipfile.ZipInfo(n, date_time=(2024, 1, 1, 0, 0, 0))
-            info.create_system = 3
-            info.external_attr = mode << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, data)
-    return out
-
-
-def check_records(site: Path) -> None:
-    """Every RECORD row matches the file; every file is in exactly one RECORD."""
-    listed: set[str] = set()
-    for record in site.glob("*.dist-info/RECORD"):
-        rows = list(csv.reader(record.read_text().splitlines()))
-        own = record.relative_to(site).as_posix()
-        for path, h, size in rows:
-            listed.add(path)
-            if path == own:
-                assert h == "" and size == ""
-                continue
-            data = (site / path).read_bytes()
-            assert h == _rh(data), path
-            assert int(size) == len(data), path
-    on_disk = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
-    assert on_disk == listed
 
 
 @pytest.fixture

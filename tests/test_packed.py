@@ -32,7 +32,7 @@ from torchwheel.packed import (
     read_manifest,
     tree_stats,
 )
-from torchwheel.runtimes import make_target, quotas
+from torchwheel.targets import make_target, quotas
 
 HOST_TARGET_OK = sys.version_info[:2] == (3, 11) and os.uname().machine == "x86_64"
 needs_host_target = pytest.mark.skipif(
@@ -404,7 +404,7 @@ def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
 
 
 def _check(*zips: Path, python: str = PY, runtime: str = "provided.al2023") -> Any:
-    from torchwheel.check import check
+    from torchwheel.checks.driver import check
 
     return check(list(zips), runtime=runtime, arch="x86_64", python=python)
 

@@ -22,7 +22,7 @@ from tests.support.indexserver import IndexServer
 from tests.support.packed import lambda_start, unzip_layer
 from tests.support.torch import run_build, torch_build_args
 from torchwheel.packed import ARCHIVE_NAME, MANIFEST_DIR
-from torchwheel.runtimes import quotas
+from torchwheel.targets import quotas
 
 pytestmark = pytest.mark.torch
 
@@ -118,7 +118,7 @@ def test_simulated_start_with_too_small_tmp(torch_packed_build: PackedBuild,
 
 
 def test_check_passes_the_packed_torch_layer(torch_packed_build: PackedBuild) -> None:
-    from torchwheel.check import check
+    from torchwheel.checks.driver import check
 
     report = check([torch_packed_build.zip], runtime="provided.al2023", python="3.11",
                    arch="x86_64")

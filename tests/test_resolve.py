@@ -15,8 +15,8 @@ from tests.support.wheels import make_wheel
 from torchwheel import NoCompatibleWheel, resolve
 from torchwheel.errors import InputError
 from torchwheel.index import Candidate, IndexClient
-from torchwheel.resolve import parse_specifier, resolve_target, select
-from torchwheel.runtimes import all_targets, make_target
+from torchwheel.resolution import parse_specifier, resolve_target, select
+from torchwheel.targets import all_targets, make_target
 from torchwheel.verdict import evaluate
 
 

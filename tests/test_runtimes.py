@@ -5,7 +5,7 @@ import pytest
 
 from torchwheel import get_runtime, make_target, runtimes
 from torchwheel.errors import DataError, UnknownRuntime
-from torchwheel.runtimes import _validate, all_targets, facts, normalize_arch, parse_python
+from torchwheel.targets import _validate, all_targets, facts, normalize_arch, parse_python
 
 
 def test_every_documented_runtime_is_known():

@@ -6,7 +6,7 @@ import pytest
 from packaging import tags as ptags
 
 from torchwheel import get_runtime, make_target
-from torchwheel.runtimes import Target
+from torchwheel.targets import Target
 
 
 def _host_glibc():

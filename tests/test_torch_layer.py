@@ -17,8 +17,8 @@ import pytest
 
 from tests.support.indexserver import IndexServer
 from tests.support.torch import SITE311, TorchBuild, run_build, torch_build_args
-from tests.test_layer import check_records
-from torchwheel.runtimes import quotas
+from tests.support.wheels import check_records
+from torchwheel.targets import quotas
 
 pytestmark = pytest.mark.torch
 

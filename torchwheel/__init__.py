@@ -7,29 +7,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 # Public name -> module that defines it. Loaded on first use (PEP 562), so that
 # `python -m torchwheel check` does not pay for httpx, rich tables or resolvelib.
 _EXPORTS: dict[str, str] = {
-    "CheckReport": "check", "Finding": "check", "check": "check",
+    "CheckReport": "checks.driver", "Finding": "checks.driver", "check": "checks.driver",
     "InputError": "errors", "InvalidWheelFilename": "errors", "NetworkError": "errors",
     "NoCompatibleWheel": "errors", "TorchwheelError": "errors", "UnknownRuntime": "errors",
-    "fetch": "fetch",
+    "fetch": "download",
     "Candidate": "index", "IndexClient": "index",
     "LayerReport": "layer", "build_layer": "layer",
     "PackInfo": "packed", "make_packed_tree": "packed", "pack_tree": "packed",
     "RemoteSize": "remote", "remote_wheel_size": "remote",
-    "Resolution": "resolve", "resolve": "resolve", "select": "resolve",
-    "Runtime": "runtimes", "Target": "runtimes", "get_runtime": "runtimes",
-    "make_target": "runtimes", "quotas": "runtimes", "runtimes": "runtimes",
+    "Resolution": "resolution", "resolve": "resolution", "select": "resolution",
+    "Runtime": "targets", "Target": "targets", "get_runtime": "targets",
+    "make_target": "targets", "quotas": "targets", "runtimes": "targets",
     "Verdict": "verdict", "evaluate": "verdict",
 }
 
 if TYPE_CHECKING:
-    from .check import CheckReport, Finding, check
+    from .checks.driver import CheckReport, Finding, check
+    from .download import fetch
     from .errors import (
         InputError,
         InvalidWheelFilename,
@@ -38,31 +37,13 @@ if TYPE_CHECKING:
         TorchwheelError,
         UnknownRuntime,
     )
-    from .fetch import fetch
     from .index import Candidate, IndexClient
     from .layer import LayerReport, build_layer
     from .packed import PackInfo, make_packed_tree, pack_tree
     from .remote import RemoteSize, remote_wheel_size
-    from .resolve import Resolution, resolve, select
-    from .runtimes import Runtime, Target, get_runtime, make_target, quotas, runtimes
+    from .resolution import Resolution, resolve, select
+    from .targets import Runtime, Target, get_runtime, make_target, quotas, runtimes
     from .verdict import Verdict, evaluate
-
-
-class _Package(types.ModuleType):
-    """Keeps ``torchwheel.resolve`` / ``.check`` / ``.fetch`` / ``.runtimes`` the functions.
-
-    Importing a submodule sets the package attribute of the same name to the module; the
-    public API promises the function there (as an eager ``from .resolve import resolve``
-    would), so that one assignment is skipped. The submodule stays in ``sys.modules``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -75,6 +56,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The public API, so ``dir(torchwheel)`` shows it before first use."""
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [

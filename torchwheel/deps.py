@@ -39,8 +39,8 @@ from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
 from .index import Candidate, IndexClient
 from .remote import read_remote_metadata
-from .resolve import parse_specifier, select, summarize
-from .runtimes import Target, facts
+from .resolution import parse_specifier, select, summarize
+from .targets import Target, facts
 from .verdict import parse_wheel
 from .zipread import ZipReader
 
@@ -292,7 +292,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         data: bytes | None = None
         source = ""
         if w.url.startswith("file:") or "://" not in w.url:
-            from .fetch import fetch
+            from .download import fetch
 
             data = _local_metadata(fetch(w, cache_dir=self.cache_dir))
             source = "local"
@@ -308,7 +308,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
                 data = None
             source = "range"
         if data is None:
-            from .fetch import fetch
+            from .download import fetch
 
             self.metadata_requests += 1
             data = _local_metadata(fetch(w, cache_dir=self.cache_dir, client=self.http))

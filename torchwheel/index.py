@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 
 from .atomic import atomic_write
 from .errors import HashMismatch, IndexPageError, InputError, NetworkError
-from .runtimes import facts
+from .targets import facts
 
 __all__ = [
     "ACCEPT",

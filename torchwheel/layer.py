@@ -54,7 +54,7 @@ from packaging.utils import canonicalize_name
 
 from .atomic import atomic_output
 from .errors import ArchiveError, InputError, TorchwheelError
-from .runtimes import Target, quotas
+from .targets import Target, quotas
 from .verdict import parse_wheel
 from .zipread import ZIP_DEFLATED, ZIP_STORED, ZipMember, ZipReader, is_unsafe_name
 
@@ -1437,7 +1437,7 @@ def find_older_release(
     from packaging.version import Version
 
     from .remote import remote_wheel_size
-    from .resolve import select
+    from .resolution import select
 
     budget = quotas().unzipped - (layer_bytes - package.unzipped_bytes)
     current = Version(package.version)
@@ -1538,9 +1538,9 @@ def build_layer(
     """
     from . import deps as _deps
     from . import packed as _packed
-    from .fetch import fetch
+    from .download import fetch
     from .report import human_bytes
-    from .runtimes import make_target
+    from .targets import make_target
 
     if output is None and tree is None:
         raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")

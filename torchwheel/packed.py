@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from .atomic import atomic_output, atomic_write
 from .errors import ArchiveError, InputError
-from .runtimes import Target, quotas
+from .targets import Target, quotas
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -508,9 +508,9 @@ def resolve_zstandard(
     ``index`` is an :class:`~torchwheel.index.IndexClient`. Raises
     :class:`~torchwheel.errors.NoCompatibleWheel` when no zstandard wheel fits the target.
     """
+    from .download import fetch
     from .errors import NoCompatibleWheel
-    from .fetch import fetch
-    from .resolve import resolve_target
+    from .resolution import resolve_target
 
     res = resolve_target(target, index, package="zstandard")
     if res.wheel is None:
@@ -624,7 +624,7 @@ def expand_packed_archive(entry: Any) -> Any:
     whose directory goes first on ``sys.path``. Nothing is written to disk. A corrupt or
     unsafe archive raises :class:`ArchiveError` naming the zip member.
     """
-    from .check import Expansion, LayerEntry
+    from .checks.driver import Expansion, LayerEntry
 
     if entry.is_dir or entry.is_symlink or not is_packed_archive(entry.path):
         return None
@@ -696,7 +696,7 @@ def packed_findings(state: Any, target: Target | None) -> list[Any]:
     """
     if target is not None:
         return []
-    from .check import INFO, _finding
+    from .checks.driver import INFO, _finding
 
     loader = _loader()
     findings: list[Any] = []

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from packaging import tags as _ptags
 
 if TYPE_CHECKING:
-    from .runtimes import Target
+    pass
 
 __all__ = ["LEGACY_MANYLINUX", "marker_environment", "platform_tags", "target_tags"]
 
@@ -50,11 +50,16 @@ def platform_tags(machine: str, glibc: tuple[int, int]) -> list[str]:
     return out
 
 
-def target_tags(target: Target) -> list[_ptags.Tag]:
-    """Every tag the target's CPython accepts, best first (``sys_tags()`` order)."""
-    platforms = target.platforms()
-    py = target.python
-    interpreter = target.cpython_tag
+def target_tags(
+    python: tuple[int, int], machine: str, glibc: tuple[int, int]
+) -> list[_ptags.Tag]:
+    """Every tag CPython ``python`` on ``machine`` with ``glibc`` accepts, best first.
+
+    The order is ``sys_tags()``'s on such a host (except ``linux_<arch>``, see above).
+    """
+    platforms = platform_tags(machine, glibc)
+    py = python
+    interpreter = f"cp{py[0]}{py[1]}"
     # CPython < 3.8 (pymalloc builds, as on Lambda's python3.7) has the ABI tag cp37m
     abi = f"{interpreter}m" if py < (3, 8) else interpreter
     tags = list(_ptags.cpython_tags(py, [abi], platforms))
@@ -62,14 +67,14 @@ def target_tags(target: Target) -> list[_ptags.Tag]:
     return tags
 
 
-def marker_environment(target: Target) -> dict[str, str]:
-    """PEP 508 environment markers as seen by CPython on the Lambda image."""
-    major, minor = target.python
+def marker_environment(python: tuple[int, int], machine: str) -> dict[str, str]:
+    """PEP 508 environment markers as seen by CPython ``python`` on a Linux ``machine``."""
+    major, minor = python
     return {
         "implementation_name": "cpython",
         "implementation_version": f"{major}.{minor}.0",
         "os_name": "posix",
-        "platform_machine": target.machine,
+        "platform_machine": machine,
         "platform_python_implementation": "CPython",
         "platform_release": "",
         "platform_system": "Linux",

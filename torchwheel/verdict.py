@@ -19,8 +19,8 @@ from packaging.version import Version
 from wheel_filename import ParseError, WheelFilename
 
 from .errors import InvalidWheelFilename
-from .runtimes import Target
 from .tags import LEGACY_TO_GLIBC
+from .targets import Target
 
 __all__ = ["ParsedWheel", "Verdict", "evaluate", "parse_wheel"]
 

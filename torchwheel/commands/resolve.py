@@ -11,8 +11,8 @@ from rich.text import Text
 from ..index import IndexClient, add_index_arguments, index_client_from_args
 from ..remote import RemoteSize, remote_wheel_size
 from ..report import console, human_bytes, print_json
-from ..resolve import Resolution, parse_specifier, resolve_target
-from ..runtimes import Target, all_targets, make_target, parse_python, quotas
+from ..resolution import Resolution, parse_specifier, resolve_target
+from ..targets import Target, all_targets, make_target, parse_python, quotas
 from .tags import add_target_arguments
 
 #: Rejected wheels shown in the human table without --verbose.

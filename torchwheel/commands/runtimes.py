@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from ..report import console, print_json
-from ..runtimes import Runtime, runtimes
+from ..targets import Runtime, runtimes
 
 
 def configure(p: argparse.ArgumentParser) -> None:

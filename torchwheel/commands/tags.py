@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..report import print_json
-from ..runtimes import make_target
+from ..targets import make_target
 
 
 def add_target_arguments(p: argparse.ArgumentParser, *, required_runtime: bool = False) -> None:

@@ -52,11 +52,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from .elf import ELFInfo, ELFScanner, is_elf, parse_elf
-from .errors import ArchiveError, InputError, InvalidWheelFilename
-from .runtimes import Target, all_targets, facts, make_target, normalize_arch, quotas
-from .verdict import evaluate
-from .zipread import ZipMember, ZipReader, inflate_backend, is_unsafe_name
+from ..elf import ELFInfo, ELFScanner, is_elf, parse_elf
+from ..errors import ArchiveError, InputError, InvalidWheelFilename
+from ..targets import Target, all_targets, facts, make_target, normalize_arch, quotas
+from ..verdict import evaluate
+from ..zipread import ZipMember, ZipReader, inflate_backend, is_unsafe_name
 
 __all__ = [
     "CODES",
@@ -1154,7 +1154,7 @@ def _targets(runtime: str | None, arch: str | None, python: str | None) -> tuple
         return [make_target(runtime, arch or "x86_64", python)], True
     py = None
     if python is not None:
-        from .runtimes import parse_python
+        from ..targets import parse_python
 
         py = parse_python(python)
     targets = all_targets(provided_python=py)
@@ -1364,7 +1364,7 @@ def _scan_contents(state: CheckState, record: bool, workers: int | None) -> None
 
 
 # Packed layers (torchwheel.packed): read the archive's members in memory, judge the /tmp need.
-from .packed import expand_packed_archive, packed_findings  # noqa: E402
+from ..packed import expand_packed_archive, packed_findings  # noqa: E402
 
 EXPANDERS.append(expand_packed_archive)
 EXTRA_CHECKS.append(packed_findings)

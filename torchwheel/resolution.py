@@ -33,7 +33,7 @@ from packaging.version import Version
 
 from .errors import InputError, InvalidWheelFilename, NoCompatibleWheel
 from .index import DEFAULT_INDEX_URL, Candidate, IndexClient, default_cache_dir, normalize_name
-from .runtimes import Target, make_target
+from .targets import Target, make_target
 from .verdict import Verdict, evaluate, parse_wheel
 
 __all__ = [

@@ -18,6 +18,7 @@ from typing import Any
 from packaging.tags import Tag
 
 from .errors import DataError, UnknownRuntime
+from .tags import marker_environment, platform_tags, target_tags
 
 __all__ = [
     "Quotas",
@@ -129,21 +130,15 @@ class Target:
 
     def platforms(self) -> list[str]:
         """Platform tags this image accepts, in packaging's priority order."""
-        from .tags import platform_tags
-
         return platform_tags(self.machine, self.runtime.glibc)
 
     def tags(self) -> list[Tag]:
         """Ordered tags, as ``packaging.tags.sys_tags()`` returns them on the Lambda image."""
-        from .tags import target_tags
-
-        return target_tags(self)
+        return target_tags(self.python, self.machine, self.runtime.glibc)
 
     def marker_environment(self) -> dict[str, str]:
         """PEP 508 marker environment of the target (not the host)."""
-        from .tags import marker_environment
-
-        return marker_environment(self)
+        return marker_environment(self.python, self.machine)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Pre-deploy checks of Lambda layer and function zips (see :mod:`.driver`)."""
