@@ -9,11 +9,12 @@ import pytest
 from tests.support.indexserver import IndexServer
 from tests.support.wheels import make_wheel
 from tests.support.worlds import populate
-from torchwheel.deps import parse_metadata, resolve_closure
+from torchwheel.deps import resolve_closure
 from torchwheel.errors import InputError, NoCompatibleWheel
 from torchwheel.index import IndexClient
 from torchwheel.remote import read_remote_metadata
 from torchwheel.targets import make_target
+from torchwheel.wheelfile import parse_metadata
 
 ARM312 = make_target("python3.12", "arm64")  # differs from the host (x86_64, 3.11)
 AL2023_311 = make_target("provided.al2023", "x86_64", "3.11")

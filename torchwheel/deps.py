@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,12 @@ from .remote import read_remote_metadata
 from .resolution import parse_specifier, select, summarize
 from .targets import Target, facts
 from .verdict import parse_wheel
+from .wheelfile import Metadata, parse_metadata
 from .zipread import ZipReader
 
 __all__ = [
     "Closure",
     "Pin",
-    "parse_metadata",
     "resolve_closure",
     "runtime_packages",
 ]
@@ -98,35 +97,6 @@ def runtime_packages(target: Target) -> frozenset[str]:
 
 
 # -- metadata ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """The parts of core metadata the resolver needs."""
-
-    name: str
-    version: str
-    requires_dist: tuple[str, ...]
-    requires_python: str | None
-
-
-def parse_metadata(data: bytes, *, source: str = "<metadata>") -> Metadata:
-    """Parse a core metadata file (RFC 822 headers); raise InputError naming ``source``."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{source}: core metadata is not UTF-8") from None
-    msg = HeaderParser().parsestr(text)
-    name = msg.get("Name")
-    version = msg.get("Version")
-    if not name or not version:
-        raise InputError(f"{source}: core metadata lacks Name or Version")
-    return Metadata(
-        name=str(name).strip(),
-        version=str(version).strip(),
-        requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
-        requires_python=str(msg["Requires-Python"]).strip() if msg["Requires-Python"] else None,
-    )
 
 
 def _local_metadata(path: Path) -> bytes:

@@ -1,0 +1,242 @@
+"""The files inside a wheel's ``.dist-info``: RECORD, METADATA, WHEEL — the one place.
+
+Everything here is pure (bytes in, data out) and every parser validates: text that is not
+UTF-8, CSV that does not parse, sizes that are not plain decimal numbers or absurdly long,
+headers that are missing — each becomes an :class:`~torchwheel.errors.ArchiveError` (a
+``ValueError``) naming ``source``, never a stray ``csv.Error`` or ``OverflowError``.
+
+RECORD follows the binary distribution format spec (PEP 376 / PEP 627, as ``installer``'s
+``records.py`` reads it): ``path,algorithm=urlsafe-b64-digest-without-padding,size``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import HeaderParser
+
+from packaging.utils import canonicalize_name
+
+from .errors import ArchiveError
+
+__all__ = [
+    "Hash",
+    "Metadata",
+    "RecordEntry",
+    "WheelInfo",
+    "find_dist_info",
+    "parse_headers",
+    "parse_metadata",
+    "parse_record",
+    "parse_wheel_info",
+    "record_hash",
+    "write_record",
+]
+
+#: Hash algorithms a RECORD may use (installer refuses md5 and sha1 too).
+ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384",
+                                "sha3_512", "blake2b", "blake2s", "sha224"})
+#: A RECORD size with more digits than this is not a file size (2**64 has 20 digits).
+MAX_SIZE_DIGITS = 20
+#: Longest RECORD field accepted (csv's own default limit, stated here rather than global).
+MAX_FIELD = 128 * 1024
+#: Largest metadata-like file (RECORD, METADATA, WHEEL, entry_points.txt) read into memory.
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+
+
+def record_hash(digest: bytes, algorithm: str = "sha256") -> str:
+    """``sha256=<urlsafe base64, no padding>`` for a raw ``digest``."""
+    return f"{algorithm}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Hash:
+    """One RECORD hash: the algorithm name and the encoded digest."""
+
+    algorithm: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = "RECORD") -> Hash:
+        """``"sha256=abc..."`` → ``Hash``; unknown algorithms or bad base64 raise."""
+        algorithm, sep, value = text.partition("=")
+        if not sep or not value:
+            raise ArchiveError(f"{source}: malformed hash {text[:80]!r}")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise ArchiveError(f"{source}: hash algorithm {algorithm[:40]!r} is not allowed")
+        try:
+            base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except ValueError:
+            raise ArchiveError(f"{source}: hash {text[:80]!r} is not urlsafe base64") from None
+        return cls(algorithm, value)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Hash:
+        """The hash of ``data``."""
+        return cls.parse(record_hash(hashlib.new(algorithm, data).digest(), algorithm))
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}={self.value}"
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """One RECORD row: ``path`` (``/``-separated, relative to the site directory)."""
+
+    path: str
+    hash: Hash | None
+    size: int | None
+
+    def to_row(self) -> tuple[str, str, str]:
+        """The three CSV fields."""
+        return (self.path, "" if self.hash is None else str(self.hash),
+                "" if self.size is None else str(self.size))
+
+
+def _decode(data: bytes, source: str, what: str, strict: bool) -> str:
+    if len(data) > MAX_METADATA_BYTES:
+        raise ArchiveError(f"{source}: {what} is {len(data):,} bytes, over the "
+                           f"{MAX_METADATA_BYTES:,}-byte limit for metadata files")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if strict:
+            raise ArchiveError(f"{source}: {what} is not UTF-8") from None
+        return data.decode("utf-8", "replace")
+
+
+def _size(text: str, source: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_SIZE_DIGITS:
+        raise ArchiveError(f"{source}: RECORD size {text[:40]!r} is not a file size")
+    return int(text)
+
+
+def parse_record(data: bytes, *, source: str = "RECORD", strict: bool = True) -> list[RecordEntry]:
+    """Parse a RECORD file.
+
+    ``strict`` (installing): every row has exactly three fields, every hash is valid.
+    Lenient (checking layers made by other tools): short rows are padded, and a row whose
+    hash or size cannot be read keeps ``None`` there — the caller compares what it can.
+    Malformed CSV (over-long fields, stray carriage returns) raises in both modes.
+    """
+    text = _decode(data, source, "RECORD", strict)
+    entries: list[RecordEntry] = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if not row or not row[0]:
+                continue
+            if any(len(field) > MAX_FIELD for field in row):
+                raise ArchiveError(f"{source}: RECORD field over {MAX_FIELD:,} characters")
+            if strict and len(row) != 3:
+                raise ArchiveError(f"{source}: malformed RECORD row {','.join(row)[:120]!r}")
+            path = row[0]
+            digest = row[1] if len(row) > 1 else ""
+            size_text = row[2] if len(row) > 2 else ""
+            try:
+                h = Hash.parse(digest, source=source) if digest else None
+                size = _size(size_text, source)
+            except ArchiveError:
+                if strict:
+                    raise
+                h = Hash("?", digest) if digest else None
+                size = None
+            entries.append(RecordEntry(path, h, size))
+    except csv.Error as exc:
+        raise ArchiveError(f"{source}: RECORD is not valid CSV (line {reader.line_num}: "
+                           f"{exc})") from None
+    return entries
+
+
+def write_record(entries: Iterable[RecordEntry]) -> bytes:
+    """RECORD bytes for ``entries`` (``\\n`` line ends, in the order given)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for e in entries:
+        w.writerow(e.to_row())
+    return buf.getvalue().encode("utf-8")
+
+
+def parse_headers(data: bytes, *, source: str, what: str = "METADATA",
+                  strict: bool = True) -> Message:
+    """RFC 822 headers (METADATA, WHEEL, PKG-INFO) as an :class:`email.message.Message`."""
+    return HeaderParser().parsestr(_decode(data, source, what, strict))
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """The parts of core metadata torchwheel uses."""
+
+    name: str
+    version: str
+    requires_dist: tuple[str, ...]
+    requires_python: str | None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "<metadata>",
+                   strict: bool = True) -> Metadata:
+        """Parse core metadata; ``strict`` demands UTF-8 and both Name and Version."""
+        msg = parse_headers(data, source=source, what="core metadata", strict=strict)
+        name = str(msg.get("Name") or "").strip()
+        version = str(msg.get("Version") or "").strip()
+        if strict and (not name or not version):
+            raise ArchiveError(f"{source}: core metadata lacks Name or Version")
+        rp = msg.get("Requires-Python")
+        return cls(
+            name=name,
+            version=version,
+            requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
+            requires_python=str(rp).strip() or None if rp else None,
+        )
+
+
+def parse_metadata(data: bytes, *, source: str = "<metadata>") -> Metadata:
+    """Strictly parse a core metadata file (see :meth:`Metadata.from_bytes`)."""
+    return Metadata.from_bytes(data, source=source)
+
+
+@dataclass(frozen=True)
+class WheelInfo:
+    """The WHEEL file: format version, purelib root and tags."""
+
+    wheel_version: str
+    root_is_purelib: bool
+    tags: tuple[str, ...]
+
+
+def parse_wheel_info(data: bytes, *, source: str = "WHEEL", strict: bool = True) -> WheelInfo:
+    """Parse a WHEEL file."""
+    msg = parse_headers(data, source=source, what="WHEEL", strict=strict)
+    return WheelInfo(
+        wheel_version=str(msg.get("Wheel-Version") or "").strip(),
+        root_is_purelib=str(msg.get("Root-Is-Purelib") or "").strip().lower() == "true",
+        tags=tuple(str(t).strip() for t in msg.get_all("Tag") or ()),
+    )
+
+
+def find_dist_info(names: Sequence[str] | Iterable[str], project: str, *, source: str) -> str:
+    """The one top-level ``<name>-<version>.dist-info`` directory of a wheel's members.
+
+    Raises when there is none, several, or it does not belong to ``project``.
+    """
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    infos = sorted(t for t in tops if t.endswith(".dist-info"))
+    if len(infos) != 1:
+        raise ArchiveError(
+            f"{source}: wheel must contain exactly one .dist-info directory (found "
+            f"{', '.join(infos) or 'none'})"
+        )
+    di = infos[0]
+    stem = posixpath.basename(di)[: -len(".dist-info")].rsplit("-", 1)[0]
+    if canonicalize_name(stem) != canonicalize_name(project):
+        raise ArchiveError(f"{source}: .dist-info directory {di} does not match the wheel name")
+    return di
