@@ -2,16 +2,20 @@
 
 One module per sub-command lives in ``torchwheel/commands``; each has
 ``configure(parser)`` and ``run(args) -> int``. Exceptions are mapped to exit codes here
-and nowhere else: 0 ok, 1 a real finding, 2 usage / input / network error. Tracebacks are
-for bugs only.
+and nowhere else: 0 ok, 1 a real finding, 2 usage / input / network error (an
+:class:`~torchwheel.errors.TorchwheelError`, or an ``OSError`` naming its path), 3 an
+internal error — a bug: one line, and the traceback only with ``--debug`` or
+``TORCHWHEEL_DEBUG=1``. An unexpected exception never exits 1, the code of a real finding.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .errors import TorchwheelError
@@ -37,10 +41,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Get PyTorch onto AWS Lambda: resolve wheels, build and check layers.",
     )
     parser.add_argument("--version", action="version", version=f"torchwheel {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an internal error (also TORCHWHEEL_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, doc in COMMANDS.items():
         p = sub.add_parser(name, help=doc, description=doc)
+        # accepted after the sub-command too; main() reads it from argv itself
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the traceback of an internal error")
         if only is None or name == only:
             mod = importlib.import_module(f"torchwheel.commands.{name}")
             mod.configure(p)
@@ -57,16 +66,47 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+#: Exit status of an internal error (a bug in torchwheel, never a finding about the input).
+EXIT_INTERNAL = 3
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<path>: <strerror>`` (both paths for a rename), without Python's ``[Errno N]``."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None and exc.filename2 is not None:
+        return f"{exc.filename} -> {exc.filename2}: {what}"
+    if exc.filename is not None:
+        return f"{exc.filename}: {what}"
+    return what
+
+
+def _debug_requested(args_list: Sequence[str]) -> bool:
+    return "--debug" in args_list or os.environ.get("TORCHWHEEL_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit status."""
+    """Run the CLI; return the exit status (see the module docstring)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_in(args_list))
-    try:
-        args = parser.parse_args(args_list)
-    except SystemExit as exc:  # argparse: --help (0) or usage error (2)
-        return int(exc.code or 0)
-    try:
+
+    def run() -> int:
+        parser = build_parser(_command_in(args_list))
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as exc:  # argparse: --help (0) or usage error (2)
+            return int(exc.code or 0)
         return int(args._run(args))
+
+    return run_guarded(run, debug=_debug_requested(args_list))
+
+
+def run_guarded(fn: Callable[[], int], *, debug: bool = False) -> int:
+    """Call ``fn`` and turn what it raises into one stderr line and an exit status.
+
+    ``TorchwheelError`` → its ``exit_code``; ``OSError`` → 2 with the path; Ctrl-C → 130;
+    anything else is a bug → :data:`EXIT_INTERNAL` (traceback only when ``debug``).
+    """
+    try:
+        return fn()
     except TorchwheelError as exc:
         print(f"torchwheel: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -75,3 +115,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        print(f"torchwheel: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(
+            f"torchwheel: internal error: {type(exc).__name__}"
+            + (f": {detail}" if detail else "")
+            + " — this is a bug in torchwheel, please report it"
+            + ("" if debug else " (run with --debug for the traceback)"),
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
