@@ -31,3 +31,30 @@ def test_check_command_does_not_load_the_network_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_dir_shows_the_public_api_before_first_use() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import torchwheel; print(' '.join(dir(torchwheel)))"],
+        capture_output=True, text=True, check=True,
+    )
+    shown = set(out.stdout.split())
+    assert set(torchwheel.__all__) <= shown
+
+
+def test_every_public_exception_is_exported() -> None:
+    import torchwheel.errors as errors
+
+    classes = [
+        name for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == errors.__name__
+    ]
+    assert classes
+    assert sorted(set(classes) - set(torchwheel.__all__)) == []
+    assert issubclass(torchwheel.InputError, ValueError)
+
+
+def test_reprs_are_short() -> None:
+    target = torchwheel.make_target("python3.12", "arm64")
+    assert repr(target) == "<Target python3.12/arm64 CPython 3.12>"
+    assert len(repr(target.runtime)) < 80

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 # `python -m torchwheel check` does not pay for httpx, rich tables or resolvelib.
 _EXPORTS: dict[str, str] = {
     "CheckReport": "checks.driver", "Finding": "checks.driver", "check": "checks.driver",
+    "ArchiveError": "errors", "DataError": "errors", "ELFError": "errors",
+    "HashMismatch": "errors", "IndexPageError": "errors",
     "InputError": "errors", "InvalidWheelFilename": "errors", "NetworkError": "errors",
     "NoCompatibleWheel": "errors", "TorchwheelError": "errors", "UnknownRuntime": "errors",
     "fetch": "download",
@@ -30,6 +32,11 @@ if TYPE_CHECKING:
     from .checks.driver import CheckReport, Finding, check
     from .download import fetch
     from .errors import (
+        ArchiveError,
+        DataError,
+        ELFError,
+        HashMismatch,
+        IndexPageError,
         InputError,
         InvalidWheelFilename,
         NetworkError,
@@ -64,10 +71,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ArchiveError",
     "Candidate",
     "CheckReport",
+    "DataError",
+    "ELFError",
     "Finding",
+    "HashMismatch",
     "IndexClient",
+    "IndexPageError",
     "InputError",
     "InvalidWheelFilename",
     "LayerReport",

@@ -40,7 +40,7 @@ def _v(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Runtime:
     """One Lambda runtime and the facts torchwheel knows about its image."""
 
@@ -87,8 +87,11 @@ class Runtime:
         table = facts()["unconfirmed_notes"]
         return [table[key] for key in self.unconfirmed if key in table]
 
+    def __repr__(self) -> str:
+        return f"<Runtime {self.name} ({self.os_short}, glibc {self.glibc_str})>"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class Target:
     """A runtime + architecture (AWS spelling) + CPython version: what wheels are judged for."""
 
@@ -127,6 +130,9 @@ class Target:
         if self.runtime.python is None:
             return f"{self.runtime.name}/{self.arch} (CPython {self.python_str})"
         return f"{self.runtime.name}/{self.arch}"
+
+    def __repr__(self) -> str:
+        return f"<Target {self.runtime.name}/{self.arch} CPython {self.python_str}>"
 
     def platforms(self) -> list[str]:
         """Platform tags this image accepts, in packaging's priority order."""
