@@ -73,3 +73,17 @@ def test_torchwheel_debug_environment_variable() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_runtimes_and_tags_json_carry_their_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["runtimes", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "torchwheel.runtimes/1"
+    assert "python3.12" in [r["name"] for r in doc["runtimes"]]
+    assert main(["tags", "--runtime", "python3.12", "--arch", "arm64", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "torchwheel.tags/1"
+    assert (doc["runtime"], doc["arch"], doc["python"]) == ("python3.12", "arm64", "3.12")
+    assert doc["tags"][0] == "cp312-cp312-manylinux_2_34_aarch64"

@@ -29,6 +29,7 @@ CHOSEN_KEYS = {
     "source",
 }
 TOP_KEYS = {
+    "schema",
     "package",
     "runtime",
     "arch",
@@ -129,7 +130,8 @@ def test_all_matrix_json_one_fetch(torch_index: IndexServer, capsys):
     code, doc = run_json(
         capsys, ["resolve", "--all", "--index-url", torch_index.url, "--json", "--python", "3.12"]
     )
-    assert isinstance(doc, list)
+    assert isinstance(doc, dict) and doc["schema"] == "torchwheel.resolve-matrix/1"
+    doc = doc["results"]
     expected = all_targets(include_deprecated=False, provided_python=(3, 12))
     assert [(d["runtime"], d["arch"]) for d in doc] == [(t.runtime.name, t.arch) for t in expected]
     by = {(d["runtime"], d["arch"]): d for d in doc}

@@ -121,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
     missing = sum(1 for r in results if r.wheel is None)
     if args.json:
         docs = [resolution_json(r, sizes.get(r.wheel.url) if r.wheel else None) for r in results]
-        print_json(docs if args.all else docs[0])
+        if args.all:
+            print_json({"schema": "torchwheel.resolve-matrix/1", "results": docs})
+        else:
+            print_json({"schema": "torchwheel.resolve/1", **docs[0]})
     elif args.all:
         _print_matrix(results, sizes, args)
     else:

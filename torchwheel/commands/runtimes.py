@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the runtime table."""
     rts = runtimes()
     if args.json:
-        print_json([runtime_json(r) for r in rts])
+        print_json({"schema": "torchwheel.runtimes/1", "runtimes": [runtime_json(r) for r in rts]})
         return 0
     table = Table(title="AWS Lambda Python runtimes")
     for col in ("runtime", "OS", "CPython", "glibc", "GLIBCXX / CXXABI", "arch", "deprecated"):

@@ -29,7 +29,13 @@ def run(args: argparse.Namespace) -> int:
     target = make_target(args.runtime, args.arch, args.python)
     tags = [str(t) for t in target.tags()]
     if args.json:
-        print_json(tags)
+        print_json({
+            "schema": "torchwheel.tags/1",
+            "runtime": target.runtime.name,
+            "arch": target.arch,
+            "python": target.python_str,
+            "tags": tags,
+        })
     else:
         print("\n".join(tags))
     return 0
