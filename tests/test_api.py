@@ -7,7 +7,7 @@ import sys
 import torchwheel
 
 
-def test_every_public_name_resolves():
+def test_every_public_name_resolves() -> None:
     for name in torchwheel.__all__:
         assert getattr(torchwheel, name) is not None, name
     # the modules behind the functions carry other names, so nothing shadows them
@@ -18,7 +18,7 @@ def test_every_public_name_resolves():
     assert torchwheel.resolve.__module__ == "torchwheel.resolution"
 
 
-def test_check_command_does_not_load_the_network_stack():
+def test_check_command_does_not_load_the_network_stack() -> None:
     code = (
         "import sys\n"
         "from torchwheel.cli import main\n"
@@ -46,8 +46,11 @@ def test_every_public_exception_is_exported() -> None:
     import torchwheel.errors as errors
 
     classes = [
-        name for name, obj in vars(errors).items()
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == errors.__name__
+        name
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type)
+        and issubclass(obj, Exception)
+        and obj.__module__ == errors.__name__
     ]
     assert classes
     assert sorted(set(classes) - set(torchwheel.__all__)) == []

@@ -13,7 +13,8 @@ from torchwheel.errors import InputError, NoCompatibleWheel
 
 
 def _bug() -> int:
-    return {}["missing"]  # type: ignore[no-any-return]  # a KeyError: stands for any bug
+    empty: dict[str, int] = {}
+    return empty["missing"]  # a KeyError: stands for any bug
 
 
 def test_a_bug_exits_3_with_one_line_and_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from packaging.tags import parse_tag
@@ -146,8 +146,8 @@ def make_wheel(
 
 
 def raw_wheel(directory: Path, filename: str, members: list[tuple[str, bytes, int]],
-              *, record: dict[str, str] | None = None, skip_record: set[str] = frozenset()
-              ) -> Path:  # type: ignore[assignment]
+              *, record: dict[str, str] | None = None,
+              skip_record: Collection[str] = frozenset()) -> Path:
     """A wheel with exact member names and modes (S_IFLNK for symlinks); RECORD computed
     unless ``record`` overrides rows (``{name: hash}``)."""
     name, version = filename.split("-")[:2]
