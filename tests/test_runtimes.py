@@ -8,13 +8,13 @@ from torchwheel.errors import DataError, UnknownRuntime
 from torchwheel.targets import _validate, all_targets, facts, normalize_arch, parse_python
 
 
-def test_every_documented_runtime_is_known():
+def test_every_documented_runtime_is_known() -> None:
     names = {r.name for r in runtimes()}
     expected = {f"python3.{m}" for m in range(7, 15)} | {"provided.al2", "provided.al2023"}
     assert names == expected
 
 
-def test_al2_and_al2023_glibc():
+def test_al2_and_al2023_glibc() -> None:
     assert get_runtime("python3.11").glibc == (2, 26)
     assert get_runtime("python3.12").glibc == (2, 34)
     assert get_runtime("provided.al2").glibc == (2, 26)
@@ -23,7 +23,7 @@ def test_al2_and_al2023_glibc():
     assert not get_runtime("python3.14").is_deprecated(dt.date(2026, 1, 1))
 
 
-def test_al2023_libstdcxx_is_marked_unconfirmed():
+def test_al2023_libstdcxx_is_marked_unconfirmed() -> None:
     rt = get_runtime("python3.12")
     assert "libstdc++" in rt.unconfirmed
     assert any("unconfirmed" in n for n in rt.notes())
@@ -34,16 +34,16 @@ def test_al2023_libstdcxx_is_marked_unconfirmed():
     ("x86_64", "x86_64"), ("amd64", "x86_64"), ("AMD64", "x86_64"),
     ("arm64", "arm64"), ("aarch64", "arm64"),
 ])
-def test_arch_spellings(spelling, expected):
+def test_arch_spellings(spelling: str, expected: str) -> None:
     assert normalize_arch(spelling) == expected
 
 
 @pytest.mark.parametrize("text", ["3.12", "python3.12", "cp312", "py312"])
-def test_python_spellings(text):
+def test_python_spellings(text: str) -> None:
     assert parse_python(text) == (3, 12)
 
 
-def test_bad_inputs_raise_value_errors():
+def test_bad_inputs_raise_value_errors() -> None:
     for bad in (lambda: get_runtime("nodejs20.x"), lambda: normalize_arch("ppc64le"),
                 lambda: parse_python("three")):
         with pytest.raises(UnknownRuntime) as info:
@@ -51,7 +51,7 @@ def test_bad_inputs_raise_value_errors():
         assert isinstance(info.value, ValueError)
 
 
-def test_make_target_defaults_and_errors():
+def test_make_target_defaults_and_errors() -> None:
     t = make_target(None, "aarch64", "cp312")
     assert (t.runtime.name, t.arch, t.machine) == ("python3.12", "arm64", "aarch64")
     assert t.python == (3, 12)
@@ -66,13 +66,13 @@ def test_make_target_defaults_and_errors():
     assert t.label == "provided.al2023/x86_64 (CPython 3.11)"
 
 
-def test_all_targets_matrix():
+def test_all_targets_matrix() -> None:
     ts = all_targets(include_deprecated=True)
     assert len(ts) == 1 + 7 * 2  # python3.7 is x86_64 only; provided.* skipped without python
     assert len(all_targets(include_deprecated=True, provided_python=(3, 11))) == 15 + 4
 
 
-def test_validation_rejects_unsourced_entries():
+def test_validation_rejects_unsourced_entries() -> None:
     data = json.loads(json.dumps(facts()))
     data["runtimes"][0]["sources"]["glibc"] = "a-blog-post"
     with pytest.raises(DataError, match="unknown source"):

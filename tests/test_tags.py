@@ -4,12 +4,13 @@ import sysconfig
 
 import pytest
 from packaging import tags as ptags
+from packaging.tags import Tag
 
 from torchwheel import get_runtime, make_target
 from torchwheel.targets import Target
 
 
-def _host_glibc():
+def _host_glibc() -> tuple[int, int] | None:
     libc, ver = platform.libc_ver()
     if libc != "glibc":
         return None
@@ -17,7 +18,7 @@ def _host_glibc():
     return int(major), int(minor)
 
 
-def test_matches_packaging_sys_tags_on_this_host():
+def test_matches_packaging_sys_tags_on_this_host() -> None:
     """With the host's glibc, arch and Python, target.tags() must equal sys_tags().
 
     One documented difference: packaging >= 26.4 ranks ``linux_<arch>`` first (on the host a
@@ -37,7 +38,7 @@ def test_matches_packaging_sys_tags_on_this_host():
     ours = target.tags()
     assert set(ours) == set(expected) and len(ours) == len(expected)
 
-    def without_linux(tags):
+    def without_linux(tags: list[Tag]) -> list[Tag]:
         return [t for t in tags if not t.platform.startswith("linux_")]
 
     assert without_linux(ours) == without_linux(expected)
@@ -46,7 +47,7 @@ def test_matches_packaging_sys_tags_on_this_host():
     assert ours[first_linux - 1].platform.startswith("manylinux")
 
 
-def test_python311_x86_64_shape():
+def test_python311_x86_64_shape() -> None:
     tags = [str(t) for t in make_target("python3.11", "x86_64").tags()]
     assert tags[0] == "cp311-cp311-manylinux_2_26_x86_64"
     assert "cp311-cp311-manylinux2014_x86_64" in tags
@@ -61,7 +62,7 @@ def test_python311_x86_64_shape():
     assert tags[i + 1] == "cp311-cp311-manylinux2014_x86_64"
 
 
-def test_python312_arm64_shape():
+def test_python312_arm64_shape() -> None:
     tags = [str(t) for t in make_target("python3.12", "arm64").tags()]
     assert tags[0] == "cp312-cp312-manylinux_2_34_aarch64"
     assert "cp312-cp312-manylinux2014_aarch64" in tags
@@ -70,7 +71,7 @@ def test_python312_arm64_shape():
     assert "cp312-cp312-manylinux_2_16_aarch64" not in tags  # aarch64 starts at 2_17
 
 
-def test_marker_environment_is_the_targets():
+def test_marker_environment_is_the_targets() -> None:
     env = make_target("python3.12", "arm64").marker_environment()
     assert env["platform_machine"] == "aarch64"
     assert env["python_version"] == "3.12"

@@ -5,6 +5,7 @@ from packaging.tags import Tag
 
 from torchwheel import evaluate, make_target
 from torchwheel.errors import InvalidWheelFilename
+from torchwheel.targets import Target
 
 PY311 = make_target("python3.11", "x86_64")
 PY312_ARM = make_target("python3.12", "arm64")
@@ -23,14 +24,14 @@ PY312_ARM = make_target("python3.12", "arm64")
     ("torch-2.5.1-cp312-none-macosx_11_0_arm64.whl", PY312_ARM, "macOS wheel"),
     ("torch-2.5.1+cpu-cp312-cp312-win_amd64.whl", PY312_ARM, "Windows wheel"),
 ])
-def test_rejection_reasons(filename, target, fragment):
+def test_rejection_reasons(filename: str, target: Target, fragment: str) -> None:
     v = evaluate(filename, target)
     assert not v.compatible
     assert v.rank is None
     assert fragment in v.reasons
 
 
-def test_requires_python_and_yanked():
+def test_requires_python_and_yanked() -> None:
     v = evaluate("x-1.0-py3-none-any.whl", PY311, requires_python=">=3.13")
     assert v.reasons == ("requires Python >=3.13",)
     v = evaluate("x-1.0-py3-none-any.whl", PY311, requires_python=">=3.8")
@@ -41,24 +42,26 @@ def test_requires_python_and_yanked():
     assert v.reasons == ("yanked: no reason given",)
 
 
-def test_linux_tag_is_compatible_but_unverified():
+def test_linux_tag_is_compatible_but_unverified() -> None:
     v = evaluate("torch-2.5.1+cpu-cp311-cp311-linux_x86_64.whl", PY311)
     assert v.compatible and v.unverified
     assert any("promises nothing about glibc" in w for w in v.warnings)
     assert not evaluate("torch-2.5.1-cp311-cp311-manylinux1_x86_64.whl", PY311).unverified
 
 
-def test_rank_prefers_newer_manylinux_and_specific_abi():
+def test_rank_prefers_newer_manylinux_and_specific_abi() -> None:
     a = evaluate("t-1-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", PY311)
     b = evaluate("t-1-cp311-cp311-manylinux1_x86_64.whl", PY311)
     c = evaluate("t-1-cp37-abi3-manylinux_2_17_x86_64.whl", PY311)
     d = evaluate("t-1-py3-none-any.whl", PY311)
+    assert a.rank is not None and b.rank is not None and c.rank is not None
+    assert d.rank is not None
     assert a.rank < b.rank < c.rank < d.rank
 
 
 @pytest.mark.parametrize("bad", ["torch.whl", "torch-2.5.1.whl", "torch-2.5.1-cp311.whl",
                                  "torch-x-cp311-cp311-linux_x86_64.whl", "notawheel.tar.gz"])
-def test_invalid_filenames_raise_clear_error(bad):
+def test_invalid_filenames_raise_clear_error(bad: str) -> None:
     with pytest.raises(InvalidWheelFilename, match="not a valid wheel filename"):
         evaluate(bad, PY311)
 
@@ -90,7 +93,9 @@ _targets = st.sampled_from([make_target("python3.11", "x86_64"), make_target("py
 @given(interps=st.lists(_interp, min_size=1, max_size=2, unique=True),
        abis=st.lists(_abi, min_size=1, max_size=2, unique=True),
        plats=st.lists(_platforms, min_size=1, max_size=3, unique=True), target=_targets)
-def test_verdict_agrees_with_tag_membership(interps, abis, plats, target):
+def test_verdict_agrees_with_tag_membership(
+    interps: list[str], abis: list[str], plats: list[str], target: Target
+) -> None:
     name = f"pkg-1.0-{'.'.join(interps)}-{'.'.join(abis)}-{'.'.join(plats)}.whl"
     accepted = target.tags()
     wheel_tags = {Tag(i, a, p) for i in interps for a in abis for p in plats}
