@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from tests.support.indexserver import IndexFile, IndexServer
+from tests.support.indexserver import IndexFile, IndexServer, IndexServerFactory
 from tests.support.wheels import make_wheel
 from torchwheel import NoCompatibleWheel, resolve
 from torchwheel.errors import InputError
 from torchwheel.index import Candidate, IndexClient
 from torchwheel.resolution import parse_specifier, resolve_target, select
-from torchwheel.targets import all_targets, make_target
+from torchwheel.targets import Target, all_targets, make_target
 from torchwheel.verdict import evaluate
 
 
@@ -50,7 +50,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("label", sorted(EXPECTED))
-def test_resolve_each_target(torch_index: IndexServer, label: str):
+def test_resolve_each_target(torch_index: IndexServer, label: str) -> None:
     runtime, arch = label.split("/")
     with IndexClient(torch_index.url) as idx:
         res = resolve(arch, runtime=runtime, index=idx)
@@ -65,7 +65,7 @@ def test_resolve_each_target(torch_index: IndexServer, label: str):
     assert all(v.reasons for _, v in res.rejected)
 
 
-def test_al2_summary_names_glibc(torch_index: IndexServer):
+def test_al2_summary_names_glibc(torch_index: IndexServer) -> None:
     with IndexClient(torch_index.url) as idx:
         res = resolve("x86_64", "3.11", index=idx)
     assert res.summary == (
@@ -82,7 +82,7 @@ def test_al2_summary_names_glibc(torch_index: IndexServer):
     assert "rejected: torch-2.8.0+cpu-cp313-cp313t-manylinux_2_28_x86_64.whl: free-threaded" in text
 
 
-def test_no_compatible_wheel(torch_index: IndexServer):
+def test_no_compatible_wheel(torch_index: IndexServer) -> None:
     with IndexClient(torch_index.url) as idx, pytest.raises(NoCompatibleWheel) as err:
         resolve("x86_64", "3.11", version=">=2.6", index=idx)
     assert str(err.value) == (
@@ -97,7 +97,7 @@ def test_no_compatible_wheel(torch_index: IndexServer):
     assert any("version 2.5.1+cpu excluded by >=2.6" in r for v in excluded for r in v.reasons)
 
 
-def test_no_wheel_for_python(torch_index: IndexServer):
+def test_no_wheel_for_python(torch_index: IndexServer) -> None:
     with IndexClient(torch_index.url) as idx, pytest.raises(NoCompatibleWheel) as err:
         resolve("arm64", "3.14", index=idx)
     assert str(err.value) == (
@@ -105,7 +105,7 @@ def test_no_wheel_for_python(torch_index: IndexServer):
     )
 
 
-def test_version_specifier_and_local_versions(torch_index: IndexServer):
+def test_version_specifier_and_local_versions(torch_index: IndexServer) -> None:
     with IndexClient(torch_index.url) as idx:
         old = resolve("x86_64", "3.12", version="<2.6", index=idx)
         pinned = resolve("x86_64", "3.12", version="==2.5.1", index=idx)
@@ -117,7 +117,7 @@ def test_version_specifier_and_local_versions(torch_index: IndexServer):
         assert r.wheel.filename == "torch-2.5.1+cpu-cp312-cp312-linux_x86_64.whl"
 
 
-def test_local_version_beats_public_one():
+def test_local_version_beats_public_one() -> None:
     t = make_target("python3.12", "x86_64")
     public = cand("torch-2.5.1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
     local = cand("torch-2.5.1+cpu-cp312-cp312-linux_x86_64.whl")
@@ -128,7 +128,7 @@ def test_local_version_beats_public_one():
     assert chosen == local
 
 
-def test_best_tag_then_build_tag():
+def test_best_tag_then_build_tag() -> None:
     t = make_target("python3.12", "x86_64")
     old_glibc = cand("demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl")
     new_glibc = cand("demo-1.0-cp312-cp312-manylinux_2_28_x86_64.whl")
@@ -142,7 +142,7 @@ def test_best_tag_then_build_tag():
     assert select([b1, b2], t)[0] == b2
 
 
-def test_prereleases_like_pip():
+def test_prereleases_like_pip() -> None:
     t = make_target("python3.12", "x86_64")
     final = cand("torch-2.8.0+cpu-cp312-cp312-manylinux_2_28_x86_64.whl")
     pre = cand("torch-2.9.0.dev20250801+cpu-cp312-cp312-manylinux_2_28_x86_64.whl")
@@ -158,7 +158,7 @@ def test_prereleases_like_pip():
     assert select([pre], t, prereleases=False)[0] is None
 
 
-def test_yanked_only_when_pinned():
+def test_yanked_only_when_pinned() -> None:
     t = make_target("python3.12", "arm64")
     good = cand("demo-1.0-py3-none-any.whl")
     bad = cand("demo-1.1-py3-none-any.whl", yanked="broken")
@@ -171,7 +171,7 @@ def test_yanked_only_when_pinned():
     assert select([good, bad], t, specifier=">=1.1")[0] is None
 
 
-def test_requires_python_rejects():
+def test_requires_python_rejects() -> None:
     t = make_target("python3.9", "x86_64")
     new = cand("demo-2.0-py3-none-any.whl", requires_python=">=3.10")
     old = cand("demo-1.0-py3-none-any.whl", requires_python=">=3.8")
@@ -180,13 +180,13 @@ def test_requires_python_rejects():
     assert judged[1][1].reasons == ("requires Python >=3.10",)
 
 
-def test_bad_specifier_is_input_error():
+def test_bad_specifier_is_input_error() -> None:
     with pytest.raises(InputError, match="'>>2': not a PEP 440 version specifier"):
         parse_specifier(">>2")
     assert parse_specifier("") is None
 
 
-def test_resolve_builds_its_own_client(torch_index: IndexServer, tmp_path):
+def test_resolve_builds_its_own_client(torch_index: IndexServer, tmp_path: Path) -> None:
     res = resolve("arm64", "3.12", index_url=torch_index.url)
     assert res.wheel is not None
     assert res.sources == [torch_index.url]
@@ -195,7 +195,7 @@ def test_resolve_builds_its_own_client(torch_index: IndexServer, tmp_path):
     assert torch_index.count("/simple/") == 1
 
 
-def test_all_targets_one_fetch_no_downloads(torch_index: IndexServer):
+def test_all_targets_one_fetch_no_downloads(torch_index: IndexServer) -> None:
     with IndexClient(torch_index.url) as idx:
         for t in all_targets(include_deprecated=True, provided_python=(3, 12)):
             resolve_target(t, idx)
@@ -204,7 +204,9 @@ def test_all_targets_one_fetch_no_downloads(torch_index: IndexServer):
     assert torch_index.count("/files/") == 0
 
 
-def test_find_links_and_extra_index_together(index_server_factory, tmp_path: Path):
+def test_find_links_and_extra_index_together(
+    index_server_factory: IndexServerFactory, tmp_path: Path
+) -> None:
     main: IndexServer = index_server_factory()
     local = tmp_path / "local"
     w_local = make_wheel(local, "torch", "2.5.1", tags="cp311-cp311-manylinux2014_aarch64")
@@ -247,7 +249,9 @@ _TARGETS = [make_target(r, a) for r in ("python3.11", "python3.12") for a in ("x
     target=st.sampled_from(_TARGETS),
     pre=st.sampled_from([None, True, False]),
 )
-def test_select_properties(files, target, pre):
+def test_select_properties(
+    files: list[tuple[str, str, bool]], target: Target, pre: bool | None
+) -> None:
     cands = [cand(f"torch-{v}-{t}.whl", yanked=y) for v, t, y in files]
     chosen, judged = select(cands, target, prereleases=pre)
     assert sorted(c.filename for c, _ in judged) == sorted(c.filename for c in cands)
@@ -272,7 +276,7 @@ def test_select_properties(files, target, pre):
     assert judged[0][1].rank == best_rank
 
 
-def test_python37_uses_the_pymalloc_abi():
+def test_python37_uses_the_pymalloc_abi() -> None:
     """CPython 3.7 wheels are cp37-cp37m (torch 1.13.1 was the last for it)."""
     t = make_target("python3.7", "x86_64")
     m = cand("torch-1.13.1+cpu-cp37-cp37m-linux_x86_64.whl")

@@ -27,7 +27,7 @@ import json
 import re
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -567,9 +567,12 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
 
 # -- pytest plugin -----------------------------------------------------------------------------
 
+#: The ``index_server_factory`` fixture: call it with :class:`IndexServer` options.
+IndexServerFactory = Callable[..., IndexServer]
+
 
 @pytest.fixture
-def index_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def index_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexServerFactory]:
     """Call it to start another loopback index: ``index_server_factory(**IndexServer options)``."""
     started: list[IndexServer] = []
 
@@ -585,7 +588,7 @@ def index_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 
 @pytest.fixture
-def index_server(index_server_factory: Any) -> IndexServer:
+def index_server(index_server_factory: IndexServerFactory) -> IndexServer:
     """One loopback index (empty until ``add_project``)."""
     server: IndexServer = index_server_factory()
     return server
