@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +51,7 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, 
     return code, json.loads(out)
 
 
-def test_human_output(torch_index: IndexServer, capsys):
+def test_human_output(torch_index: IndexServer, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["resolve", "--runtime", "python3.11", "--index-url", torch_index.url])
     out = capsys.readouterr().out
     assert code == 0
@@ -65,7 +66,7 @@ def test_human_output(torch_index: IndexServer, capsys):
     assert "torch-2.5.1-cp311-none-macosx_11_0_arm64.whl" in out and "macOS wheel" in out
 
 
-def test_json_schema(torch_index: IndexServer, capsys):
+def test_json_schema(torch_index: IndexServer, capsys: pytest.CaptureFixture[str]) -> None:
     code, doc = run_json(
         capsys,
         [
@@ -104,7 +105,9 @@ def test_json_schema(torch_index: IndexServer, capsys):
     assert doc["sources"] == [torch_index.url]
 
 
-def test_size_reads_the_central_directory(torch_index: IndexServer, capsys, tmp_path):
+def test_size_reads_the_central_directory(
+    torch_index: IndexServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, doc = run_json(
         capsys,
         ["resolve", "--runtime", "python3.13", "--index-url", torch_index.url, "--json", "--size"],
@@ -126,7 +129,9 @@ def test_size_reads_the_central_directory(torch_index: IndexServer, capsys, tmp_
     assert len(file_reqs) == 1 and file_reqs[0].status == 206
 
 
-def test_all_matrix_json_one_fetch(torch_index: IndexServer, capsys):
+def test_all_matrix_json_one_fetch(
+    torch_index: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, doc = run_json(
         capsys, ["resolve", "--all", "--index-url", torch_index.url, "--json", "--python", "3.12"]
     )
@@ -144,7 +149,7 @@ def test_all_matrix_json_one_fetch(torch_index: IndexServer, capsys):
     assert torch_index.count("/files/") == 0
 
 
-def test_all_human_matrix(torch_index: IndexServer, capsys):
+def test_all_human_matrix(torch_index: IndexServer, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["resolve", "--all", "--index-url", torch_index.url, "--include-deprecated"])
     out = capsys.readouterr().out
     assert code == 1
@@ -153,7 +158,9 @@ def test_all_human_matrix(torch_index: IndexServer, capsys):
     assert "no torch wheel is built for CPython 3.14" in out
 
 
-def test_exit_1_when_nothing_fits(torch_index: IndexServer, capsys):
+def test_exit_1_when_nothing_fits(
+    torch_index: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, doc = run_json(
         capsys,
         [
@@ -178,7 +185,7 @@ def test_exit_1_when_nothing_fits(torch_index: IndexServer, capsys):
     assert "no torch >=2.6 wheel fits" in capsys.readouterr().out
 
 
-def test_pre_and_version(torch_index: IndexServer, capsys):
+def test_pre_and_version(torch_index: IndexServer, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["resolve", "--runtime", "python3.12", "--index-url", torch_index.url, "--json"]
     _, doc = run_json(capsys, [*base, "--pre"])
     assert doc["chosen"]["version"] == "2.9.0.dev20250801+cpu"  # type: ignore[index]
@@ -203,7 +210,9 @@ def _closed_port() -> int:
         (["--runtime", "python3.12", "--no-index"], "--no-index needs at least one --find-links"),
     ],
 )
-def test_usage_errors_exit_2(argv, message, capsys):
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["resolve", *argv])
     err = capsys.readouterr().err
     assert code == 2
@@ -211,7 +220,9 @@ def test_usage_errors_exit_2(argv, message, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unreachable_and_404_exit_2(index_server: IndexServer, capsys):
+def test_unreachable_and_404_exit_2(
+    index_server: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/simple"
     assert main(["resolve", "--runtime", "python3.12", "--index-url", url]) == 2
     err = capsys.readouterr().err
@@ -224,7 +235,9 @@ def test_unreachable_and_404_exit_2(index_server: IndexServer, capsys):
     )
 
 
-def test_default_index_unreachable_says_so(monkeypatch, capsys):
+def test_default_index_unreachable_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # route every request through a proxy on a closed loopback port: nothing leaves the host
     proxy = f"http://127.0.0.1:{_closed_port()}"
     for var in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy"):
@@ -238,7 +251,12 @@ def test_default_index_unreachable_says_so(monkeypatch, capsys):
     assert err.count("\n") == 1
 
 
-def test_find_links_no_index_and_env(tmp_path, monkeypatch, capsys, torch_index: IndexServer):
+def test_find_links_no_index_and_env(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    torch_index: IndexServer,
+) -> None:
     d = tmp_path / "wheels"
     w = make_wheel(
         d, "torch", "2.5.1", tags="cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64"
@@ -267,7 +285,9 @@ def test_find_links_no_index_and_env(tmp_path, monkeypatch, capsys, torch_index:
     assert code == 0 and doc["sources"] == [torch_index.url]  # type: ignore[index]
 
 
-def test_offline_after_a_run(torch_index: IndexServer, tmp_path, capsys):
+def test_offline_after_a_run(
+    torch_index: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "c"
     base = [
         "resolve",

@@ -31,7 +31,7 @@ def many_member_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_wheel(tmp_path_factory.mktemp("many"), "many", "1.0", files=files)
 
 
-def test_small_wheel_one_request(index_server: IndexServer, tmp_path):
+def test_small_wheel_one_request(index_server: IndexServer, tmp_path: Path) -> None:
     w = make_wheel(
         tmp_path, "demo", "1.0", files={"demo/a.py": b"a" * 5000, "demo/b.py": b"b" * 10}
     )
@@ -47,7 +47,9 @@ def test_small_wheel_one_request(index_server: IndexServer, tmp_path):
     assert req.headers["range"] == "bytes=-65536" and req.status == 206
 
 
-def test_large_central_directory_two_requests(index_server: IndexServer, many_member_wheel):
+def test_large_central_directory_two_requests(
+    index_server: IndexServer, many_member_wheel: Path
+) -> None:
     index_server.add_project("many", [many_member_wheel])
     rs = remote_wheel_size(index_server.file_url("many", many_member_wheel.name))
     members, unzipped, largest = zip_truth(many_member_wheel)
@@ -59,7 +61,9 @@ def test_large_central_directory_two_requests(index_server: IndexServer, many_me
     assert many_member_wheel.stat().st_size > 4 * 65536
 
 
-def test_server_ignoring_range_falls_back_to_full_download(index_server, many_member_wheel):
+def test_server_ignoring_range_falls_back_to_full_download(
+    index_server: IndexServer, many_member_wheel: Path
+) -> None:
     index_server.ignore_range = True
     index_server.add_project("many", [many_member_wheel])
     rs = remote_wheel_size(index_server.file_url("many", many_member_wheel.name))
@@ -73,7 +77,7 @@ def test_server_ignoring_range_falls_back_to_full_download(index_server, many_me
     assert [r.status for r in index_server.requests] == [200]
 
 
-def test_retry_then_success(index_server: IndexServer, tmp_path):
+def test_retry_then_success(index_server: IndexServer, tmp_path: Path) -> None:
     w = make_wheel(tmp_path, "demo", "1.0")
     index_server.add_project("demo", [w])
     index_server.fail("/files/", 503, times=1)
@@ -82,7 +86,7 @@ def test_retry_then_success(index_server: IndexServer, tmp_path):
     assert [r.status for r in index_server.requests] == [503, 206]
 
 
-def test_errors_are_one_line(index_server: IndexServer, tmp_path):
+def test_errors_are_one_line(index_server: IndexServer, tmp_path: Path) -> None:
     url = index_server.file_url("demo", "demo-1.0-py3-none-any.whl")
     with pytest.raises(NetworkError) as err:
         remote_wheel_size(url, backoff=0)
@@ -99,7 +103,7 @@ def test_errors_are_one_line(index_server: IndexServer, tmp_path):
         remote_wheel_size(index_server.file_url("demo", w.name), backoff=0)
 
 
-def test_local_file_and_file_url(many_member_wheel):
+def test_local_file_and_file_url(many_member_wheel: Path) -> None:
     for loc in (str(many_member_wheel), many_member_wheel.as_uri()):
         rs = remote_wheel_size(loc)
         assert rs.requests == 0
@@ -107,7 +111,7 @@ def test_local_file_and_file_url(many_member_wheel):
 
 
 @pytest.mark.torch
-def test_real_torch_wheel_within_budget(index_server: IndexServer, torch_wheel: Path):
+def test_real_torch_wheel_within_budget(index_server: IndexServer, torch_wheel: Path) -> None:
     index_server.add_project("torch", [torch_wheel])
     rs = remote_wheel_size(index_server.file_url("torch", torch_wheel.name), top=5)
     members, unzipped, largest = zip_truth(torch_wheel)
