@@ -13,7 +13,13 @@ import httpx
 import pytest
 from packaging.version import Version
 
-from tests.support.indexserver import TORCH_SHAPES, IndexFile, IndexServer, wheel_metadata
+from tests.support.indexserver import (
+    TORCH_SHAPES,
+    IndexFile,
+    IndexServer,
+    IndexServerFactory,
+    wheel_metadata,
+)
 from tests.support.wheels import make_wheel, wheel_sha256
 from torchwheel.errors import HashMismatch, IndexPageError, InputError, NetworkError
 from torchwheel.index import (
@@ -32,14 +38,20 @@ def client_for(url: str, **kw: object) -> IndexClient:
 
 
 @pytest.fixture(params=["json", "html"])
-def fmt_index(request: pytest.FixtureRequest, index_server_factory, torch_like_wheels):
+def fmt_index(
+    request: pytest.FixtureRequest,
+    index_server_factory: IndexServerFactory,
+    torch_like_wheels: list[Path],
+) -> IndexServer:
     """The torch index served in only one format (the client asks for JSON first)."""
     server: IndexServer = index_server_factory(formats=(request.param,))
     server.add_project("torch", torch_like_wheels, requires_python=">=3.9")
     return server
 
 
-def test_both_formats_give_the_same_candidates(fmt_index: IndexServer, torch_like_wheels):
+def test_both_formats_give_the_same_candidates(
+    fmt_index: IndexServer, torch_like_wheels: list[Path]
+) -> None:
     with client_for(fmt_index.url) as idx:
         cands = idx.candidates("torch")
     assert [c.filename for c in cands] == [p.name for p in torch_like_wheels]
@@ -60,7 +72,7 @@ def test_both_formats_give_the_same_candidates(fmt_index: IndexServer, torch_lik
     assert fmt_index.count("/simple/torch/") == 1
 
 
-def test_client_prefers_json_through_accept(torch_index: IndexServer):
+def test_client_prefers_json_through_accept(torch_index: IndexServer) -> None:
     with client_for(torch_index.url) as idx:
         cands = idx.candidates("torch")
     accept = torch_index.requests[0].headers["accept"]
@@ -71,7 +83,9 @@ def test_client_prefers_json_through_accept(torch_index: IndexServer):
 
 
 @pytest.mark.parametrize("fmt", ["html", "json"])
-def test_attributes_unescaped_yanked_and_metadata(index_server: IndexServer, tmp_path, fmt):
+def test_attributes_unescaped_yanked_and_metadata(
+    index_server: IndexServer, tmp_path: Path, fmt: str
+) -> None:
     a = make_wheel(tmp_path, "demo", "1.0", tags="py3-none-any")
     b = make_wheel(tmp_path, "demo", "1.1", tags="py3-none-any")
     c = make_wheel(tmp_path, "demo", "1.2", tags="py3-none-any")
@@ -96,7 +110,7 @@ def test_attributes_unescaped_yanked_and_metadata(index_server: IndexServer, tmp
     assert got[c.name].size == (None if fmt == "html" else c.stat().st_size)
 
 
-def test_metadata_attr_dist_info_only(index_server: IndexServer, tmp_path):
+def test_metadata_attr_dist_info_only(index_server: IndexServer, tmp_path: Path) -> None:
     w = make_wheel(tmp_path, "demo", "1.0")
     index_server.formats = ("html",)
     index_server.metadata_attrs = ("data-dist-info-metadata",)
@@ -107,7 +121,7 @@ def test_metadata_attr_dist_info_only(index_server: IndexServer, tmp_path):
         assert idx.get_metadata(cand) == wheel_metadata(w)
 
 
-def test_absolute_urls_and_name_normalization(index_server: IndexServer, tmp_path):
+def test_absolute_urls_and_name_normalization(index_server: IndexServer, tmp_path: Path) -> None:
     w = make_wheel(tmp_path, "Typing_Extensions", "4.12.2")
     index_server.absolute_urls = True
     index_server.add_project("typing-extensions", [w])
@@ -119,7 +133,7 @@ def test_absolute_urls_and_name_normalization(index_server: IndexServer, tmp_pat
     assert normalize_name("Typing__Extensions") == "typing-extensions"
 
 
-def test_redirects_are_followed(index_server: IndexServer, tmp_path):
+def test_redirects_are_followed(index_server: IndexServer, tmp_path: Path) -> None:
     """A find-links URL that redirects: links resolve against the final URL."""
     w = make_wheel(tmp_path, "demo", "1.0")
     index_server.formats = ("html",)
@@ -136,7 +150,7 @@ def test_redirects_are_followed(index_server: IndexServer, tmp_path):
     assert [r.status for r in index_server.requests[1:]] == [301, 200]
 
 
-def test_pages_fetched_once_per_client(torch_index: IndexServer):
+def test_pages_fetched_once_per_client(torch_index: IndexServer) -> None:
     with client_for(torch_index.url) as idx:
         first = idx.candidates("torch")
         second = idx.candidates("TORCH")
@@ -145,7 +159,7 @@ def test_pages_fetched_once_per_client(torch_index: IndexServer):
     assert torch_index.count("/simple/") == 1
 
 
-def test_invalid_and_foreign_files_skipped(index_server: IndexServer, tmp_path):
+def test_invalid_and_foreign_files_skipped(index_server: IndexServer, tmp_path: Path) -> None:
     good = make_wheel(tmp_path, "demo", "1.0")
     other = make_wheel(tmp_path, "other", "1.0")
     index_server.add_project(
@@ -165,7 +179,7 @@ def test_invalid_and_foreign_files_skipped(index_server: IndexServer, tmp_path):
 # -- find-links --------------------------------------------------------------------------------
 
 
-def test_find_links_directory_and_file_url(tmp_path):
+def test_find_links_directory_and_file_url(tmp_path: Path) -> None:
     d = tmp_path / "wheels"
     w1 = make_wheel(d, "torch", "2.5.1+cpu", tags="cp311-cp311-linux_x86_64")
     w2 = make_wheel(d, "torch", "2.5.1", tags="cp311-cp311-manylinux2014_aarch64")
@@ -182,7 +196,7 @@ def test_find_links_directory_and_file_url(tmp_path):
             assert Path(httpx.URL(cands[0].url).path).exists()
 
 
-def test_find_links_local_html_page(tmp_path):
+def test_find_links_local_html_page(tmp_path: Path) -> None:
     d = tmp_path / "w"
     w = make_wheel(d, "torch", "2.5.1+cpu", tags="cp311-cp311-linux_x86_64")
     page = d / "links.html"
@@ -194,7 +208,7 @@ def test_find_links_local_html_page(tmp_path):
     assert Path(url2pathname(httpx.URL(cand.url).path)) == w.resolve()
 
 
-def test_find_links_http_page_fetched_once(index_server: IndexServer, tmp_path):
+def test_find_links_http_page_fetched_once(index_server: IndexServer, tmp_path: Path) -> None:
     d = tmp_path / "w"
     torch = make_wheel(d, "torch", "2.5.1+cpu", tags="cp311-cp311-linux_x86_64")
     fl = make_wheel(d, "filelock", "3.16.1")
@@ -206,7 +220,7 @@ def test_find_links_http_page_fetched_once(index_server: IndexServer, tmp_path):
     assert index_server.count("/links.html") == 1
 
 
-def test_find_links_missing_directory(tmp_path):
+def test_find_links_missing_directory(tmp_path: Path) -> None:
     with (
         IndexClient(find_links=[str(tmp_path / "nope")], no_index=True) as idx,
         pytest.raises(InputError, match="nope: --find-links location does not exist"),
@@ -214,12 +228,12 @@ def test_find_links_missing_directory(tmp_path):
         idx.candidates("torch")
 
 
-def test_no_index_without_find_links_is_an_input_error():
+def test_no_index_without_find_links_is_an_input_error() -> None:
     with pytest.raises(InputError, match="--no-index"):
         IndexClient(no_index=True)
 
 
-def test_file_url_index(tmp_path, torch_like_wheels):
+def test_file_url_index(tmp_path: Path, torch_like_wheels: list[Path]) -> None:
     """A PEP 503 tree on disk, read through file:// (dir/index.html)."""
     root = tmp_path / "simple"
     (root / "torch").mkdir(parents=True)
@@ -237,7 +251,9 @@ def test_file_url_index(tmp_path, torch_like_wheels):
 # -- several sources -------------------------------------------------------------------------
 
 
-def test_extra_index_merges_and_404_on_one_index_is_fine(index_server_factory, tmp_path):
+def test_extra_index_merges_and_404_on_one_index_is_fine(
+    index_server_factory: IndexServerFactory, tmp_path: Path
+) -> None:
     main: IndexServer = index_server_factory()
     extra: IndexServer = index_server_factory(formats=("html",))
     a = make_wheel(tmp_path / "a", "torch", "2.5.1+cpu", tags="cp311-cp311-linux_x86_64")
@@ -255,7 +271,7 @@ def test_extra_index_merges_and_404_on_one_index_is_fine(index_server_factory, t
     assert main.count("/simple/filelock/") == 1
 
 
-def test_project_missing_everywhere(index_server_factory):
+def test_project_missing_everywhere(index_server_factory: IndexServerFactory) -> None:
     a: IndexServer = index_server_factory()
     b: IndexServer = index_server_factory()
     with (
@@ -271,7 +287,7 @@ def test_project_missing_everywhere(index_server_factory):
 # -- retries -----------------------------------------------------------------------------------
 
 
-def test_retries_5xx_then_succeeds(torch_index: IndexServer):
+def test_retries_5xx_then_succeeds(torch_index: IndexServer) -> None:
     torch_index.fail("/simple/torch/", 503, times=2)
     with client_for(torch_index.url) as idx:
         assert len(idx.candidates("torch")) == len(TORCH_SHAPES)
@@ -279,14 +295,14 @@ def test_retries_5xx_then_succeeds(torch_index: IndexServer):
     assert [r.status for r in torch_index.requests] == [503, 503, 200]
 
 
-def test_retries_dropped_connection(torch_index: IndexServer):
+def test_retries_dropped_connection(torch_index: IndexServer) -> None:
     torch_index.fail("/simple/torch/", None, times=1)
     with client_for(torch_index.url) as idx:
         assert idx.candidates("torch")
     assert torch_index.count("/simple/torch/") == 2
 
 
-def test_gives_up_after_retries(torch_index: IndexServer):
+def test_gives_up_after_retries(torch_index: IndexServer) -> None:
     torch_index.fail("/simple/torch/", 502, times=10)
     with client_for(torch_index.url, retries=2) as idx, pytest.raises(NetworkError) as err:
         idx.candidates("torch")
@@ -294,7 +310,7 @@ def test_gives_up_after_retries(torch_index: IndexServer):
     assert torch_index.count("/simple/torch/") == 3
 
 
-def test_client_error_is_not_retried(torch_index: IndexServer):
+def test_client_error_is_not_retried(torch_index: IndexServer) -> None:
     torch_index.fail("/simple/torch/", 403, times=5)
     with client_for(torch_index.url) as idx, pytest.raises(NetworkError, match="HTTP 403"):
         idx.candidates("torch")
@@ -309,7 +325,7 @@ def _closed_port() -> int:
     return port
 
 
-def test_unreachable_index():
+def test_unreachable_index() -> None:
     url = f"http://127.0.0.1:{_closed_port()}/simple"
     with client_for(url) as idx, pytest.raises(NetworkError) as err:
         idx.candidates("torch")
@@ -318,7 +334,7 @@ def test_unreachable_index():
     assert "\n" not in msg
 
 
-def test_unreachable_default_index_hints_index_url_and_find_links():
+def test_unreachable_default_index_hints_index_url_and_find_links() -> None:
     # every request goes through a proxy on a closed loopback port: nothing leaves the host
     hc = httpx.Client(proxy=f"http://127.0.0.1:{_closed_port()}")
     with IndexClient(client=hc, backoff=0) as idx, pytest.raises(NetworkError) as err:
@@ -333,7 +349,7 @@ def test_unreachable_default_index_hints_index_url_and_find_links():
 # -- pages that are not indexes ----------------------------------------------------------------
 
 
-def test_html_that_is_not_an_index(index_server: IndexServer):
+def test_html_that_is_not_an_index(index_server: IndexServer) -> None:
     url = index_server.add_page(
         "/portal/torch/", '<html><a href="/login">Log in</a> <a href="/help">Help</a></html>'
     )
@@ -344,7 +360,7 @@ def test_html_that_is_not_an_index(index_server: IndexServer):
     assert str(err.value) == f"{url}: {problem}"
 
 
-def test_wrong_content_type_and_bad_json(index_server: IndexServer):
+def test_wrong_content_type_and_bad_json(index_server: IndexServer) -> None:
     index_server.add_page("/text/torch/", "hello", content_type="text/plain")
     index_server.add_page(
         "/badjson/torch/", "{not json", content_type="application/vnd.pypi.simple.v1+json"
@@ -363,13 +379,13 @@ def test_wrong_content_type_and_bad_json(index_server: IndexServer):
         assert str(err.value) == f"{index_server.base}{prefix}/torch/: {problem}"
 
 
-def test_empty_project_page_is_valid(index_server: IndexServer):
+def test_empty_project_page_is_valid(index_server: IndexServer) -> None:
     index_server.add_project("torch", [])
     with client_for(index_server.url) as idx:
         assert idx.candidates("torch") == []
 
 
-def test_parse_html_links_base_href_and_fragments():
+def test_parse_html_links_base_href_and_fragments() -> None:
     page = (
         '<html><head><base href="https://files.example/pkgs/"></head><body>'
         '<a href="torch-2.5.1-cp311-cp311-linux_x86_64.whl#sha256=' + "A" * 64 + '" '
@@ -389,7 +405,7 @@ def test_parse_html_links_base_href_and_fragments():
 # -- metadata (PEP 658) ------------------------------------------------------------------------
 
 
-def test_get_metadata_verified_and_mismatch(index_server: IndexServer, tmp_path):
+def test_get_metadata_verified_and_mismatch(index_server: IndexServer, tmp_path: Path) -> None:
     good = make_wheel(tmp_path, "demo", "1.0", requires_dist=["filelock"])
     bad = make_wheel(tmp_path, "demo", "1.1")
     none = make_wheel(tmp_path, "demo", "1.2")
@@ -416,7 +432,7 @@ def test_get_metadata_verified_and_mismatch(index_server: IndexServer, tmp_path)
 # -- the page cache ----------------------------------------------------------------------------
 
 
-def test_cache_max_age_serves_without_network(torch_index: IndexServer, tmp_path):
+def test_cache_max_age_serves_without_network(torch_index: IndexServer, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with client_for(torch_index.url, cache_dir=cache) as idx:
         first = idx.candidates("torch")
@@ -427,7 +443,7 @@ def test_cache_max_age_serves_without_network(torch_index: IndexServer, tmp_path
     assert torch_index.count("/simple/") == 1
 
 
-def test_cache_no_cache_revalidates_with_etag(torch_index: IndexServer, tmp_path):
+def test_cache_no_cache_revalidates_with_etag(torch_index: IndexServer, tmp_path: Path) -> None:
     torch_index.cache_control = "no-cache"
     cache = tmp_path / "cache"
     with client_for(torch_index.url, cache_dir=cache) as idx:
@@ -439,7 +455,7 @@ def test_cache_no_cache_revalidates_with_etag(torch_index: IndexServer, tmp_path
     assert torch_index.requests[1].headers["if-none-match"].startswith('"')
 
 
-def test_cache_changed_page_is_refetched(index_server: IndexServer, tmp_path):
+def test_cache_changed_page_is_refetched(index_server: IndexServer, tmp_path: Path) -> None:
     index_server.cache_control = "max-age=0"
     a = make_wheel(tmp_path, "demo", "1.0")
     b = make_wheel(tmp_path, "demo", "2.0")
@@ -453,7 +469,7 @@ def test_cache_changed_page_is_refetched(index_server: IndexServer, tmp_path):
     assert [r.status for r in index_server.requests] == [200, 200]
 
 
-def test_no_store_is_not_cached(torch_index: IndexServer, tmp_path):
+def test_no_store_is_not_cached(torch_index: IndexServer, tmp_path: Path) -> None:
     torch_index.cache_control = "no-store"
     cache = tmp_path / "cache"
     for _ in range(2):
@@ -463,7 +479,7 @@ def test_no_store_is_not_cached(torch_index: IndexServer, tmp_path):
     assert "if-none-match" not in torch_index.requests[1].headers
 
 
-def test_offline_uses_only_the_cache(torch_index: IndexServer, tmp_path):
+def test_offline_uses_only_the_cache(torch_index: IndexServer, tmp_path: Path) -> None:
     torch_index.cache_control = "no-cache"
     cache = tmp_path / "cache"
     with client_for(torch_index.url, cache_dir=cache) as idx:
@@ -477,7 +493,7 @@ def test_offline_uses_only_the_cache(torch_index: IndexServer, tmp_path):
             idx.candidates("numpy")
 
 
-def test_damaged_cache_entry_is_ignored(torch_index: IndexServer, tmp_path):
+def test_damaged_cache_entry_is_ignored(torch_index: IndexServer, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with client_for(torch_index.url, cache_dir=cache) as idx:
         idx.candidates("torch")
@@ -497,7 +513,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def test_options_and_environment(monkeypatch, tmp_path, torch_index: IndexServer):
+def test_options_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, torch_index: IndexServer
+) -> None:
     monkeypatch.setenv("TORCHWHEEL_INDEX_URL", torch_index.url)
     monkeypatch.setenv("TORCHWHEEL_EXTRA_INDEX_URL", "http://127.0.0.1:9/a http://127.0.0.1:9/b")
     monkeypatch.setenv("TORCHWHEEL_FIND_LINKS", str(tmp_path))
