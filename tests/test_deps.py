@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.indexserver import IndexServer
+from tests.support.indexserver import IndexServer, IndexServerFactory
 from tests.support.wheels import make_wheel
 from tests.support.worlds import populate
-from torchwheel.deps import resolve_closure
+from torchwheel.deps import Closure, resolve_closure
 from torchwheel.errors import InputError, NoCompatibleWheel
 from torchwheel.index import IndexClient
 from torchwheel.remote import read_remote_metadata
@@ -25,8 +25,8 @@ def world(index_server: IndexServer, tmp_path: Path) -> IndexServer:
     return index_server
 
 
-def names(closure: object) -> dict[str, str]:
-    return {p.name: str(p.version) for p in closure.pins}  # type: ignore[attr-defined]
+def names(closure: Closure) -> dict[str, str]:
+    return {p.name: str(p.version) for p in closure.pins}
 
 
 def test_markers_use_the_target_not_the_host(world: IndexServer) -> None:
@@ -93,9 +93,9 @@ def test_range_read_when_no_metadata_file(index_server: IndexServer, tmp_path: P
 
 
 def test_download_when_no_metadata_and_no_ranges(
-    index_server_factory: object, tmp_path: Path
+    index_server_factory: IndexServerFactory, tmp_path: Path
 ) -> None:
-    server: IndexServer = index_server_factory(ignore_range=True)  # type: ignore[operator]
+    server: IndexServer = index_server_factory(ignore_range=True)
     populate(server, tmp_path, metadata=None)
     with IndexClient(server.url) as idx:
         c = resolve_closure(["liba"], ARM312, idx, cache_dir=tmp_path / "cache")
