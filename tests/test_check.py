@@ -401,7 +401,8 @@ def test_real_torch_layer(torch_layer: Path) -> None:
     assert not vcodes(al2023) & native
     assert vcodes(al2023, "error") == {"unzipped-too-large", "missing-dependency"}
     assert "elf-arch-mismatch" in vcodes("provided.al2023/arm64 (CPython 3.11)")
-    assert by["python3.12/x86_64"].reason.startswith("wrong-python-dir")  # type: ignore[union-attr]
+    assert by["python3.12/x86_64"].reason is not None
+    assert by["python3.12/x86_64"].reason.startswith("wrong-python-dir")
     ok = check([torch_layer], runtime="provided.al2023", python="3.11", record=False,
                ignore=["unzipped-too-large", "missing-dependency"])
     assert ok.ok
