@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
-from urllib.request import url2pathname
 
 import httpx
 
 from .atomic import atomic_write
 from .errors import HashMismatch, InputError, NetworkError
+from .http import cache_root, get_with_retries, local_path, make_client, split_hash_fragment
 
 __all__ = ["FetchStats", "Fetchable", "cache_root", "cached_path", "fetch", "make_client"]
 
@@ -39,6 +39,7 @@ Progress = Callable[[int, "int | None"], None]
 
 _CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class Fetchable(Protocol):
@@ -64,27 +65,6 @@ class FetchStats:
     bytes_downloaded: int = 0
 
 
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache directory: ``cache_dir``, else ``$TORCHWHEEL_CACHE_DIR``, else the user cache."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("TORCHWHEEL_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("torchwheel", appauthor=False))
-
-
-def make_client(timeout: float = 60.0) -> httpx.Client:
-    """An ``httpx.Client`` suitable for downloads (redirects followed, generous timeouts)."""
-    return httpx.Client(
-        follow_redirects=True,
-        timeout=httpx.Timeout(timeout, connect=15.0),
-        headers={"User-Agent": "torchwheel"},
-    )
-
-
 def _filename_from_url(url: str) -> str:
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     if not name or "/" in name or name in (".", ".."):
@@ -103,13 +83,6 @@ def _url_key(url: str) -> str:
     return hashlib.sha256(url.split("#", 1)[0].encode()).hexdigest()
 
 
-def _split_fragment(url: str) -> tuple[str, str | None]:
-    """``…whl#sha256=abc`` → (``…whl``, ``abc``)."""
-    base, _, frag = url.partition("#")
-    m = re.search(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)", frag)
-    return base, (m.group(1).lower() if m else None)
-
-
 def _hash_file(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0
@@ -118,17 +91,6 @@ def _hash_file(path: Path) -> tuple[str, int]:
             h.update(chunk)
             n += len(chunk)
     return h.hexdigest(), n
-
-
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file:"):
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise InputError(f"{url}: file URLs on other hosts are not supported")
-        return Path(url2pathname(parts.path))
-    if "://" in url:
-        return None
-    return Path(url)
 
 
 def fetch(
@@ -155,11 +117,11 @@ def fetch(
     stats = stats if stats is not None else FetchStats()
     if isinstance(item, (str, os.PathLike)):
         url = os.fspath(item)
-        url, frag_hash = _split_fragment(url)
+        url, frag_hash = split_hash_fragment(url)
         expected = sha256 or frag_hash
         filename = None
     else:
-        url, frag_hash = _split_fragment(item.url)
+        url, frag_hash = split_hash_fragment(item.url)
         expected = sha256 or item.sha256 or frag_hash
         filename = item.filename
     if expected is not None:
@@ -167,24 +129,16 @@ def fetch(
         if not _HEX64.match(expected):
             raise InputError(f"{url}: expected sha256 {expected!r} is not 64 hex digits")
 
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None:
         return _verify_local(local, url, expected)
 
     filename = filename or _filename_from_url(url)
     root = cache_root(cache_dir)
-    if expected is None:
-        known = _lookup_url(root, url)
-        if known is not None:
-            hit = cached_path(known, filename, root)
-            if hit.is_file():
-                stats.cache_hits += 1
-                return hit
-    else:
-        hit = cached_path(expected, filename, root)
-        if hit.is_file():
-            stats.cache_hits += 1
-            return hit
+    hit = _cached(root, url, filename, expected)
+    if hit is not None:
+        stats.cache_hits += 1
+        return hit
     if offline:
         raise NetworkError(f"{url}: not in the cache {root} and --offline was given")
 
@@ -194,7 +148,7 @@ def fetch(
         attempt = 0
         while True:
             try:
-                return _download(http, url, filename, expected, root, progress, stats)
+                return _download(http, url, filename, expected, root, progress, stats, retries)
             except _Interrupted as exc:
                 attempt += 1
                 if attempt > retries:
@@ -224,6 +178,15 @@ def _verify_local(path: Path, url: str, expected: str | None) -> Path:
     return path
 
 
+def _cached(root: Path, url: str, filename: str, expected: str | None) -> Path | None:
+    """The finished file in the cache: by the expected hash, else by what ``url`` gave."""
+    digest = expected if expected is not None else _lookup_url(root, url)
+    if digest is None:
+        return None
+    hit = cached_path(digest, filename, root)
+    return hit if hit.is_file() else None
+
+
 def _lookup_url(root: Path, url: str) -> str | None:
     try:
         text = (root / "urls" / _url_key(url)).read_text("ascii").strip()
@@ -246,11 +209,29 @@ def _download(
     root: Path,
     progress: Progress | None,
     stats: FetchStats,
+    retries: int,
 ) -> Path:
-    partial_dir = root / "partial"
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    part = partial_dir / f"{expected or 'url-' + _url_key(url)}.part"
+    """One transfer into ``partial/``: resumed from what is there, renamed into the cache
+    when the hash matches. Raises :class:`_Interrupted` when the body stops short."""
+    part = root / "partial" / f"{expected or 'url-' + _url_key(url)}.part"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    hasher, have = _hash_partial(part)
+    resp = _open(http, url, part, have, retries)
+    try:
+        total, resumed = _expected_total(resp, url, have)
+        if resumed:
+            stats.resumed += 1
+        else:  # a fresh body: the server ignored our Range header, or we sent none
+            hasher, have = hashlib.sha256(), 0
+        stats.downloads += 1
+        _receive(resp, part, "ab" if resumed else "wb", hasher, have, total, progress, stats)
+    finally:
+        resp.close()
+    return _finish(part, hasher.hexdigest(), url, filename, expected, root)
 
+
+def _hash_partial(part: Path) -> tuple[hashlib._Hash, int]:
+    """The sha256 state and length of what an earlier attempt left in ``part``."""
     hasher = hashlib.sha256()
     have = 0
     if part.is_file():
@@ -258,57 +239,71 @@ def _download(
             while chunk := f.read(_CHUNK):
                 hasher.update(chunk)
                 have += len(chunk)
+    return hasher, have
+
+
+def _open(http: httpx.Client, url: str, part: Path, have: int, retries: int) -> httpx.Response:
+    """Start the GET (asking for the bytes after ``have``); the answer is 200 or 206."""
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    try:
-        with http.stream("GET", url, headers=headers) as resp:
-            if resp.status_code == 416 and have:
-                # our partial file is as long as (or longer than) the file: start again
-                part.unlink(missing_ok=True)
-                raise _Interrupted(0, "server refused the resume range")
-            if resp.status_code not in (200, 206):
-                raise NetworkError(f"{url}: HTTP {resp.status_code} {resp.reason_phrase}")
-            total: int | None = None
-            mode = "ab"
-            if resp.status_code == 206 and have:
-                m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("content-range", ""))
-                if not m or int(m.group(1)) != have:
-                    raise NetworkError(f"{url}: server answered a resume with a wrong range")
-                if m.group(3) != "*":
-                    total = int(m.group(3))
-                stats.resumed += 1
-            else:
-                if have:  # server ignored the Range header: start over
-                    hasher = hashlib.sha256()
-                    have = 0
-                mode = "wb"
-                length = resp.headers.get("content-length")
-                total = int(length) if length and length.isdigit() else None
-            stats.downloads += 1
-            done = have
-            if progress is not None:
-                progress(done, total)
-            with open(part, mode) as out:
-                try:
-                    for chunk in resp.iter_raw():
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        done += len(chunk)
-                        stats.bytes_downloaded += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-                except (httpx.TransportError, httpx.StreamError) as exc:
-                    raise _Interrupted(done, type(exc).__name__) from None
-            if total is not None and done < total:
-                raise _Interrupted(done, f"got {done:,} of {total:,} bytes")
-    except httpx.TransportError as exc:
-        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout)):
-            size = part.stat().st_size if part.exists() else 0
-            raise _Interrupted(size, type(exc).__name__) from None
-        raise NetworkError(f"{url}: {type(exc).__name__}: {exc or 'connection failed'}") from None
+    resp = get_with_retries(
+        http, url, headers=headers, retries=retries, stream=True, accept_status=(416,)
+    )
+    if resp.status_code == 416 and have:
+        # our partial file is as long as (or longer than) the file: start again
+        resp.close()
+        part.unlink(missing_ok=True)
+        raise _Interrupted(0, "server refused the resume range")
+    if resp.status_code not in (200, 206):
+        resp.close()
+        raise NetworkError(f"{url}: HTTP {resp.status_code} {resp.reason_phrase}")
+    return resp
 
-    actual = hasher.hexdigest()
+
+def _expected_total(resp: httpx.Response, url: str, have: int) -> tuple[int | None, bool]:
+    """(the file's full size if the server says it, whether the answer continues ``have``)."""
+    if resp.status_code == 206 and have:
+        m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
+        if not m or int(m.group(1)) != have:
+            raise NetworkError(f"{url}: server answered a resume with a wrong range")
+        return (int(m.group(3)) if m.group(3) != "*" else None), True
+    length = resp.headers.get("content-length")
+    return (int(length) if length and length.isdigit() else None), False
+
+
+def _receive(
+    resp: httpx.Response,
+    part: Path,
+    mode: str,
+    hasher: hashlib._Hash,
+    done: int,
+    total: int | None,
+    progress: Progress | None,
+    stats: FetchStats,
+) -> None:
+    """Append (``ab``) or write (``wb``) the body to ``part``, hashing as it streams in."""
+    if progress is not None:
+        progress(done, total)
+    with open(part, mode) as out:
+        try:
+            for chunk in resp.iter_raw():
+                out.write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                stats.bytes_downloaded += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise _Interrupted(done, type(exc).__name__) from None
+    if total is not None and done < total:
+        raise _Interrupted(done, f"got {done:,} of {total:,} bytes")
+
+
+def _finish(
+    part: Path, actual: str, url: str, filename: str, expected: str | None, root: Path
+) -> Path:
+    """Check the hash, then rename ``part`` into the cache (nothing is kept on a mismatch)."""
     if expected is not None and actual != expected:
         part.unlink(missing_ok=True)
         raise HashMismatch(url, expected, actual)

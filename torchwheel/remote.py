@@ -15,18 +15,15 @@ import os
 import re
 import struct
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import httpx
 
 from .errors import ArchiveError, NetworkError
+from .http import get_with_retries, local_path, make_client
 from .zipread import TAIL_READ, ZIP_DEFLATED, ZIP_STORED, ZipMember, read_central_directory
 
 __all__ = [
@@ -39,7 +36,6 @@ __all__ = [
 
 #: Upper bound on HTTP requests per wheel (the issue's budget).
 MAX_REQUESTS = 6
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -94,35 +90,26 @@ class _RangeReader:
         if self.full is not None:
             self.full.close()
 
-    def _get(self, range_header: str) -> httpx.Response:
-        attempt = 0
-        while True:
-            if self.requests >= MAX_REQUESTS:
-                raise NetworkError(f"{self.url}: more than {MAX_REQUESTS} requests needed")
-            self.requests += 1
-            try:
-                req = self.client.build_request("GET", self.url, headers={"Range": range_header})
-                resp = self.client.send(req, stream=True, follow_redirects=True)
-            except httpx.TransportError as exc:
-                if attempt < self.retries:
-                    self._sleep(attempt)
-                    attempt += 1
-                    continue
-                detail = (str(exc).strip() or type(exc).__name__).splitlines()[0]
-                raise NetworkError(f"{self.url}: cannot download ({detail})") from None
-            if resp.status_code in _RETRY_STATUS and attempt < self.retries:
-                resp.close()
-                self._sleep(attempt)
-                attempt += 1
-                continue
-            if resp.status_code not in (200, 206):
-                resp.close()
-                raise NetworkError(f"{self.url}: HTTP {resp.status_code} {resp.reason_phrase}")
-            return resp
+    def _count(self) -> None:
+        if self.requests >= MAX_REQUESTS:
+            raise NetworkError(f"{self.url}: more than {MAX_REQUESTS} requests needed")
+        self.requests += 1
 
-    def _sleep(self, attempt: int) -> None:
-        if self.backoff > 0:
-            time.sleep(self.backoff * (2**attempt))
+    def _get(self, range_header: str) -> httpx.Response:
+        resp = get_with_retries(
+            self.client,
+            self.url,
+            headers={"Range": range_header},
+            retries=self.retries,
+            backoff=self.backoff,
+            stream=True,
+            unreachable=lambda detail: f"{self.url}: cannot download ({detail})",
+            on_attempt=self._count,
+        )
+        if resp.status_code not in (200, 206):
+            resp.close()
+            raise NetworkError(f"{self.url}: HTTP {resp.status_code} {resp.reason_phrase}")
+        return resp
 
     def _take(self, resp: httpx.Response) -> None:
         """Store a 206 span, or the whole 200 body in a temporary file."""
@@ -231,14 +218,6 @@ def read_remote_metadata(
     return data
 
 
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file:"):
-        return Path(url2pathname(urlsplit(url).path))
-    if "://" not in url:
-        return Path(url)
-    return None
-
-
 def remote_wheel_size(
     url: str,
     *,
@@ -253,7 +232,7 @@ def remote_wheel_size(
     requests). Raises :class:`NetworkError` when the URL cannot be read and
     :class:`~torchwheel.errors.ArchiveError` when the file is not a readable zip.
     """
-    local = _local_path(url)
+    local = local_path(url)
     if local is not None:
         try:
             fd = os.open(local, os.O_RDONLY)
@@ -268,7 +247,7 @@ def remote_wheel_size(
         return size_from_members(url, size, members, top=top, requests=0, ranged=True)
 
     own = client is None
-    http = client or httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+    http = client or make_client()
     reader = _RangeReader(url, http, retries, backoff)
     try:
         size = reader.open()
