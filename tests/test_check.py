@@ -11,7 +11,7 @@ import pytest
 from tests.support.elves import Elves
 from tests.support.layers import SITE311, install_wheel, make_layer
 from tests.support.wheels import make_wheel, record_hash
-from torchwheel.checks.driver import CODES, EXPANDERS, CheckReport, Expansion, LayerEntry, check
+from torchwheel.checks import CODES, EXPANDERS, CheckReport, Expansion, LayerEntry, check
 from torchwheel.errors import ArchiveError, InputError
 from torchwheel.zipread import ZipReader
 

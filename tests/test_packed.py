@@ -404,7 +404,7 @@ def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
 
 
 def _check(*zips: Path, python: str = PY, runtime: str = "provided.al2023") -> Any:
-    from torchwheel.checks.driver import check
+    from torchwheel.checks import check
 
     return check(list(zips), runtime=runtime, arch="x86_64", python=python)
 

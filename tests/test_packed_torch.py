@@ -118,7 +118,7 @@ def test_simulated_start_with_too_small_tmp(torch_packed_build: PackedBuild,
 
 
 def test_check_passes_the_packed_torch_layer(torch_packed_build: PackedBuild) -> None:
-    from torchwheel.checks.driver import check
+    from torchwheel.checks import check
 
     report = check([torch_packed_build.zip], runtime="provided.al2023", python="3.11",
                    arch="x86_64")

@@ -17,7 +17,6 @@ import importlib.util
 import io
 import json
 import os
-import posixpath
 import stat
 import sys
 import tarfile
@@ -36,20 +35,16 @@ from .targets import Target, quotas
 __all__ = [
     "ARCHIVE_NAME",
     "DEFAULT_LEVEL",
-    "KEEP_RAW",
     "LOADER_NAME",
     "MANIFEST_DIR",
     "PackInfo",
     "check_level",
-    "expand_packed_archive",
     "install_wheel_flat",
-    "is_packed_archive",
     "loader_source",
     "make_packed_tree",
     "measure_unpack",
     "needs_zstandard",
     "pack_tree",
-    "packed_findings",
     "read_manifest",
     "resolve_zstandard",
     "tree_stats",
@@ -522,230 +517,3 @@ def resolve_zstandard(
     http = client if client is not None else getattr(index, "client", None)
     return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)
 
-
-# -- check integration: read a packed archive's members without unpacking to disk ----------------
-
-#: Members up to this size are kept as bytes while streaming; larger ones as zstd level-1 copies
-#: (re-decompressed on demand), so checking torch holds ~200 MB rather than the 460 MB tree.
-KEEP_RAW = 1 << 20
-_ARCHIVE_RE = f"python/{MANIFEST_DIR}/"
-
-
-class _ReplayReader(io.RawIOBase):
-    """A seekable view of one member stored as a zstd frame: forward reads stream; a backward
-    seek restarts the decompression (costly, rare: the ELF re-read fallback)."""
-
-    def __init__(self, frame: bytes, size: int) -> None:
-        super().__init__()
-        self._frame = frame
-        self._size = size
-        self._pos = 0
-        self._reader: Any = None
-        self._restart()
-
-    def _restart(self) -> None:
-        import zstandard
-
-        self._reader = zstandard.ZstdDecompressor().stream_reader(self._frame)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buf: Any) -> int:
-        data = self._reader.read(len(buf))
-        n = len(data)
-        buf[:n] = data
-        self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        target = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset,
-                  io.SEEK_END: self._size + offset}[whence]
-        if target < self._pos:
-            self._restart()
-        while self._pos < target:
-            step = self._reader.read(min(target - self._pos, _CHUNK))
-            if not step:
-                break
-            self._pos += len(step)
-        return self._pos
-
-
-def _frame_chunks(frame: bytes) -> Iterator[bytes]:
-    import zstandard
-
-    reader = zstandard.ZstdDecompressor().stream_reader(frame)
-    while True:
-        chunk = reader.read(_CHUNK)
-        if not chunk:
-            return
-        yield chunk
-
-
-def _bytes_access(blob: bytes) -> tuple[Callable[[], Any], Callable[[], Iterator[bytes]]]:
-    def opener() -> Any:
-        return io.BytesIO(blob)
-
-    def chunker() -> Iterator[bytes]:
-        return iter((blob,))
-
-    return opener, chunker
-
-
-def _frame_access(frame: bytes, size: int) -> tuple[Callable[[], Any],
-                                                     Callable[[], Iterator[bytes]]]:
-    def opener() -> Any:
-        return io.BufferedReader(_ReplayReader(frame, size), buffer_size=_CHUNK)
-
-    def chunker() -> Iterator[bytes]:
-        return _frame_chunks(frame)
-
-    return opener, chunker
-
-
-def is_packed_archive(path: str) -> bool:
-    """True for the archive member of a packed layer (``python/torchwheel_packed/*.tar.zst``)."""
-    return path.startswith(_ARCHIVE_RE) and path.endswith(".tar.zst") and path.count("/") == 2
-
-
-def expand_packed_archive(entry: Any) -> Any:
-    """``check`` expander: the members of a packed layer's archive as entries under ``/tmp``.
-
-    Streams the archive once (zstd ``stream_reader`` + a stream-mode tar reader, the loader's
-    own, so the same members are refused) and returns a :class:`~torchwheel.check.Expansion`
-    whose entries are mounted where the loader unpacks them (``/tmp/torchwheel-<sha>``) and
-    whose directory goes first on ``sys.path``. Nothing is written to disk. A corrupt or
-    unsafe archive raises :class:`ArchiveError` naming the zip member.
-    """
-    from .checks.driver import Expansion, LayerEntry
-
-    if entry.is_dir or entry.is_symlink or not is_packed_archive(entry.path):
-        return None
-    import zstandard
-
-    loader = _loader()
-    label = entry.label
-    records: list[tuple[str, int, int, bytes | None, bytes | None]] = []
-    raw = entry.open()
-    try:
-        hashing = loader._HashingReader(raw)
-        stream = zstandard.ZstdDecompressor().stream_reader(hashing, read_size=_CHUNK)
-        for name, kind, size, mode in loader._members(stream):
-            rel = loader._safe_name(name).replace(os.sep, "/")
-            if kind == "dir":
-                records.append((rel, 0, 0o755, None, None))
-                continue
-            if size <= KEEP_RAW:
-                data = loader._read_exact(stream, size) if size else b""
-                records.append((rel, size, mode, data, None))
-            else:
-                cobj = zstandard.ZstdCompressor(level=1).compressobj(size=size)
-                parts: list[bytes] = []
-                left = size
-                while left:
-                    chunk = stream.read(min(left, _CHUNK))
-                    if not chunk:
-                        raise ValueError(f"archive truncated in {name!r}")
-                    parts.append(cobj.compress(chunk))
-                    left -= len(chunk)
-                parts.append(cobj.flush())
-                records.append((rel, size, mode, None, b"".join(parts)))
-            pad = -size % loader.BLOCK
-            if pad:
-                loader._read_exact(stream, pad)
-        hashing.drain()
-    except (ValueError, OSError, tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise ArchiveError(f"{label}: unreadable packed archive ({exc})") from None
-    finally:
-        raw.close()
-    sha = hashing.digest.hexdigest()
-    mount = f"/tmp/{loader.PREFIX}{sha[:loader.HASH_CHARS]}"
-    entries = []
-    for rel, size, mode, data, frame in records:
-        if data is None and frame is None:
-            entries.append(LayerEntry(
-                path=rel, size=0, mode=0o755, is_symlink=False, is_dir=True, origin=entry.origin,
-                mount=mount, open=_bytes_access(b"")[0], input_index=entry.input_index,
-                expanded_from=label))
-            continue
-        if frame is None:
-            opener, chunker = _bytes_access(data or b"")
-        else:
-            opener, chunker = _frame_access(frame, size)
-        entries.append(LayerEntry(
-            path=rel, size=size, mode=mode, is_symlink=False, is_dir=False, origin=entry.origin,
-            mount=mount, open=opener, compressed_size=None, input_index=entry.input_index,
-            expanded_from=label, chunks=chunker))
-    return Expansion(entries=entries, sys_path=(mount,))
-
-
-def packed_findings(state: Any, target: Target | None) -> list[Any]:
-    """``check`` extra check: manifest/archive agreement and the ``ephemeral-storage`` need.
-
-    Target-independent (called with ``target=None``): a manifest that is missing, unreadable
-    or disagrees with the archive (hash, file count) is a ``packed-manifest`` error; the /tmp
-    the unpacked tree needs is an ``ephemeral-storage`` warning when it exceeds the default
-    512 MB (info otherwise, with the number).
-    """
-    if target is not None:
-        return []
-    from .checks.driver import INFO, _finding
-
-    loader = _loader()
-    findings: list[Any] = []
-    archives = [e for e in state.files.values() if not e.expanded_from
-                and not e.is_dir and is_packed_archive(e.path)]
-    for arc in archives:
-        expanded = [e for e in state.entries if e.expanded_from == arc.label]
-        files = [e for e in expanded if not e.is_dir]
-        dirs = len(expanded) - len(files)
-        disk = sum(-(-e.size // _BLOCK) * _BLOCK for e in files) + (dirs + 1) * _BLOCK
-        mount = files[0].mount if files else "/tmp"
-        need = int(loader.needed_mb(disk))
-        rec = int(loader._recommend_mb(disk))
-        default = quotas().ephemeral_storage_default_mb
-        detail = {"needed_mb": need, "recommended_mb": rec, "default_mb": default,
-                  "unpacked_bytes": sum(e.size for e in files), "files": len(files),
-                  "unpack_dir": mount}
-        if need > default:
-            findings.append(_finding(
-                "ephemeral-storage", arc.label,
-                f"the packed layer unpacks {need} MB into /tmp, more than the default "
-                f"{default} MB: set the function's EphemeralStorage to at least {rec} MB",
-                **detail))
-        else:
-            findings.append(_finding(
-                "ephemeral-storage", arc.label,
-                f"the packed layer unpacks {need} MB into /tmp (default {default} MB): "
-                f"{default - need} MB left for the function", severity=INFO, **detail))
-        mpath = posixpath.join(posixpath.dirname(arc.abs_path), MANIFEST_NAME)
-        man_entry = state.files.get(mpath)
-        problem = None
-        manifest: dict[str, Any] = {}
-        if man_entry is None:
-            problem = f"{MANIFEST_NAME} is missing next to the archive; the loader cannot start"
-        else:
-            try:
-                with man_entry.open() as f:
-                    manifest = json.loads(f.read().decode("utf-8"))
-            except (ValueError, OSError) as exc:
-                problem = f"{MANIFEST_NAME} is not readable JSON ({exc})"
-        if problem is None:
-            sha = mount.rsplit("-", 1)[-1] if files else ""
-            if not str(manifest.get("sha256", "")).startswith(sha) or not sha:
-                problem = (f"the archive's sha256 does not match {MANIFEST_NAME} "
-                           f"({str(manifest.get('sha256'))[:16]}… vs {sha}…): the loader "
-                           "will refuse it; rebuild or re-upload the layer")
-            elif manifest.get("files") is not None and int(manifest["files"]) != len(files):
-                problem = (f"{MANIFEST_NAME} lists {manifest['files']} files, the archive "
-                           f"holds {len(files)}")
-        if problem is not None:
-            findings.append(_finding("packed-manifest", arc.label, problem))
-    return findings

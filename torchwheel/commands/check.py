@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from rich.table import Table
 
-from ..checks.driver import CODES, ERROR, WARNING, CheckReport, Finding, check
+from ..checks import CODES, ERROR, WARNING, CheckReport, Finding, check
 from ..report import console, human_bytes, print_json
 from .tags import add_target_arguments
 

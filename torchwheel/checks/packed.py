@@ -1,0 +1,311 @@
+"""Packed layers (:mod:`torchwheel.packed`): the archive's members as entries, and the /tmp need.
+
+:func:`expand_packed_archive` is an expander: it streams a packed layer's ``.tar.zst`` once,
+with the loader's own tar reader (so the same members are refused), and returns its members
+as entries mounted where the loader unpacks them, nothing written to disk. Members up to
+:data:`KEEP_RAW` bytes are kept as bytes; larger ones as zstd level-1 copies decompressed
+again on demand, so checking torch holds ~200 MB rather than the 460 MB tree.
+:func:`packed_findings` is an extra check: manifest / archive agreement and the
+``ephemeral-storage`` need.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import tarfile
+from collections.abc import Callable, Iterator
+from typing import IO, Any, BinaryIO, cast
+
+from ..errors import ArchiveError
+from ..loader import torchwheel_loader as loader
+from ..packed import MANIFEST_DIR, MANIFEST_NAME
+from ..targets import Target, quotas
+from .model import INFO, CheckState, Expansion, Finding, LayerEntry, finding
+
+__all__ = ["KEEP_RAW", "expand_packed_archive", "is_packed_archive", "packed_findings"]
+
+#: Members up to this size are kept as bytes while streaming; larger ones as zstd level-1
+#: copies (re-decompressed on demand).
+KEEP_RAW = 1 << 20
+_CHUNK = 1 << 20
+#: The unit /tmp space is counted in (a file or directory takes whole 4 KiB blocks).
+_DISK_BLOCK = 4096
+_ARCHIVE_DIR = f"python/{MANIFEST_DIR}/"
+
+_Access = tuple[Callable[[], BinaryIO], Callable[[], Iterator[bytes]]]
+
+
+def is_packed_archive(path: str) -> bool:
+    """True for the archive member of a packed layer (``python/torchwheel_packed/*.tar.zst``)."""
+    return path.startswith(_ARCHIVE_DIR) and path.endswith(".tar.zst") and path.count("/") == 2
+
+
+# -- reading members back -------------------------------------------------------------------------
+
+
+class _ReplayReader(io.RawIOBase):
+    """A seekable view of one member stored as a zstd frame: forward reads stream; a backward
+    seek restarts the decompression (costly, rare: the ELF re-read fallback)."""
+
+    def __init__(self, frame: bytes, size: int) -> None:
+        super().__init__()
+        self._frame = frame
+        self._size = size
+        self._pos = 0
+        self._reader: Any = None
+        self._restart()
+
+    def _restart(self) -> None:
+        import zstandard  # the compressor of packed layers, loaded only when one is checked
+
+        self._reader = zstandard.ZstdDecompressor().stream_reader(self._frame)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        data = self._reader.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = {
+            io.SEEK_SET: offset,
+            io.SEEK_CUR: self._pos + offset,
+            io.SEEK_END: self._size + offset,
+        }[whence]
+        if target < self._pos:
+            self._restart()
+        while self._pos < target:
+            step = self._reader.read(min(target - self._pos, _CHUNK))
+            if not step:
+                break
+            self._pos += len(step)
+        return self._pos
+
+
+def _frame_chunks(frame: bytes) -> Iterator[bytes]:
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(frame)
+    while True:
+        chunk = reader.read(_CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _bytes_access(blob: bytes) -> _Access:
+    def opener() -> BinaryIO:
+        return io.BytesIO(blob)
+
+    def chunker() -> Iterator[bytes]:
+        return iter((blob,))
+
+    return opener, chunker
+
+
+def _frame_access(frame: bytes, size: int) -> _Access:
+    def opener() -> BinaryIO:
+        return io.BufferedReader(_ReplayReader(frame, size), buffer_size=_CHUNK)
+
+    def chunker() -> Iterator[bytes]:
+        return _frame_chunks(frame)
+
+    return opener, chunker
+
+
+# -- the expander ---------------------------------------------------------------------------------
+
+#: (relative path, size, mode, bytes kept raw, zstd frame); both None for a directory
+_Record = tuple[str, int, int, "bytes | None", "bytes | None"]
+
+
+def _recompress(stream: Any, name: str, size: int) -> bytes:
+    """Read ``size`` bytes of member ``name`` from ``stream`` into one zstd level-1 frame."""
+    import zstandard
+
+    cobj = zstandard.ZstdCompressor(level=1).compressobj(size=size)
+    parts: list[bytes] = []
+    left = size
+    while left:
+        chunk = stream.read(min(left, _CHUNK))
+        if not chunk:
+            raise ValueError(f"archive truncated in {name!r}")
+        parts.append(cobj.compress(chunk))
+        left -= len(chunk)
+    parts.append(cobj.flush())
+    return b"".join(parts)
+
+
+def _read_members(raw: BinaryIO) -> tuple[list[_Record], str]:
+    """Every member of the tar.zst ``raw``, and the archive's sha256."""
+    import zstandard
+
+    records: list[_Record] = []
+    hashing = loader._HashingReader(raw)
+    # _HashingReader has the read/readinto that stream_reader uses; not a full IO[bytes]
+    stream = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], hashing), read_size=_CHUNK)
+    for name, kind, size, mode in loader._members(stream):
+        rel = loader._safe_name(name).replace(os.sep, "/")
+        if kind == "dir":
+            records.append((rel, 0, 0o755, None, None))
+            continue
+        if size <= KEEP_RAW:
+            data = loader._read_exact(stream, size) if size else b""
+            records.append((rel, size, mode, data, None))
+        else:
+            records.append((rel, size, mode, None, _recompress(stream, name, size)))
+        pad = -size % loader.BLOCK
+        if pad:
+            loader._read_exact(stream, pad)
+    hashing.drain()
+    return records, hashing.digest.hexdigest()
+
+
+def _entry(archive: LayerEntry, mount: str, record: _Record) -> LayerEntry:
+    rel, size, mode, data, frame = record
+    common: dict[str, Any] = {
+        "path": rel,
+        "is_symlink": False,
+        "origin": archive.origin,
+        "mount": mount,
+        "input_index": archive.input_index,
+        "expanded_from": archive.label,
+    }
+    if data is None and frame is None:
+        return LayerEntry(size=0, mode=0o755, is_dir=True, open=_bytes_access(b"")[0], **common)
+    opener, chunker = _bytes_access(data or b"") if frame is None else _frame_access(frame, size)
+    return LayerEntry(
+        size=size,
+        mode=mode,
+        is_dir=False,
+        open=opener,
+        compressed_size=None,
+        chunks=chunker,
+        **common,
+    )
+
+
+def expand_packed_archive(entry: LayerEntry) -> Expansion | None:
+    """Expander: the members of a packed layer's archive as entries under ``/tmp``.
+
+    Streams the archive once (zstd ``stream_reader`` + the loader's stream-mode tar reader)
+    and returns an :class:`Expansion` whose entries are mounted where the loader unpacks them
+    (``/tmp/torchwheel-<sha>``) and whose directory goes first on ``sys.path``. Nothing is
+    written to disk. A corrupt or unsafe archive raises :class:`ArchiveError` naming the zip
+    member.
+    """
+    if entry.is_dir or entry.is_symlink or not is_packed_archive(entry.path):
+        return None
+    import zstandard
+
+    raw = entry.open()
+    try:
+        records, sha = _read_members(raw)
+    except (ValueError, OSError, tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise ArchiveError(f"{entry.label}: unreadable packed archive ({exc})") from None
+    finally:
+        raw.close()
+    mount = f"/tmp/{loader.PREFIX}{sha[: loader.HASH_CHARS]}"
+    entries = [_entry(entry, mount, r) for r in records]
+    return Expansion(entries=entries, sys_path=(mount,))
+
+
+# -- the extra check ------------------------------------------------------------------------------
+
+
+def _storage_finding(arc: LayerEntry, files: list[LayerEntry], dirs: int, mount: str) -> Finding:
+    """``ephemeral-storage``: a warning over the default /tmp, info with the numbers below it."""
+    disk = sum(-(-e.size // _DISK_BLOCK) * _DISK_BLOCK for e in files) + (dirs + 1) * _DISK_BLOCK
+    need = int(loader.needed_mb(disk))
+    rec = int(loader._recommend_mb(disk))
+    default = quotas().ephemeral_storage_default_mb
+    detail: dict[str, Any] = {
+        "needed_mb": need,
+        "recommended_mb": rec,
+        "default_mb": default,
+        "unpacked_bytes": sum(e.size for e in files),
+        "files": len(files),
+        "unpack_dir": mount,
+    }
+    if need > default:
+        return finding(
+            "ephemeral-storage",
+            arc.label,
+            f"the packed layer unpacks {need} MB into /tmp, more than the default "
+            f"{default} MB: set the function's EphemeralStorage to at least {rec} MB",
+            **detail,
+        )
+    return finding(
+        "ephemeral-storage",
+        arc.label,
+        f"the packed layer unpacks {need} MB into /tmp (default {default} MB): "
+        f"{default - need} MB left for the function",
+        severity=INFO,
+        **detail,
+    )
+
+
+def _manifest_problem(
+    arc: LayerEntry, files: list[LayerEntry], mount: str, state: CheckState
+) -> str | None:
+    """Why the manifest beside the archive does not describe it, or None."""
+    mpath = posixpath.join(posixpath.dirname(arc.abs_path), MANIFEST_NAME)
+    man_entry = state.files.get(mpath)
+    if man_entry is None:
+        return f"{MANIFEST_NAME} is missing next to the archive; the loader cannot start"
+    try:
+        with man_entry.open() as f:
+            manifest: dict[str, Any] = json.loads(f.read().decode("utf-8"))
+    except (ValueError, OSError) as exc:
+        return f"{MANIFEST_NAME} is not readable JSON ({exc})"
+    sha = mount.rsplit("-", 1)[-1] if files else ""
+    if not str(manifest.get("sha256", "")).startswith(sha) or not sha:
+        return (
+            f"the archive's sha256 does not match {MANIFEST_NAME} "
+            f"({str(manifest.get('sha256'))[:16]}… vs {sha}…): the loader "
+            "will refuse it; rebuild or re-upload the layer"
+        )
+    if manifest.get("files") is not None and int(manifest["files"]) != len(files):
+        return f"{MANIFEST_NAME} lists {manifest['files']} files, the archive holds {len(files)}"
+    return None
+
+
+def packed_findings(state: CheckState, target: Target | None) -> list[Finding]:
+    """Extra check: manifest/archive agreement and the ``ephemeral-storage`` need.
+
+    Target-independent (called with ``target=None``): a manifest that is missing, unreadable
+    or disagrees with the archive (hash, file count) is a ``packed-manifest`` error; the /tmp
+    the unpacked tree needs is an ``ephemeral-storage`` warning when it exceeds the default
+    512 MB (info otherwise, with the number).
+    """
+    if target is not None:
+        return []
+    findings: list[Finding] = []
+    archives = [
+        e
+        for e in state.files.values()
+        if not e.expanded_from and not e.is_dir and is_packed_archive(e.path)
+    ]
+    for arc in archives:
+        expanded = [e for e in state.entries if e.expanded_from == arc.label]
+        files = [e for e in expanded if not e.is_dir]
+        mount = files[0].mount if files else "/tmp"
+        findings.append(_storage_finding(arc, files, len(expanded) - len(files), mount))
+        problem = _manifest_problem(arc, files, mount, state)
+        if problem is not None:
+            findings.append(finding("packed-manifest", arc.label, problem))
+    return findings
