@@ -21,15 +21,10 @@ from tests.support.indexserver import (
     wheel_metadata,
 )
 from tests.support.wheels import make_wheel, wheel_sha256
+from torchwheel.commands._options import add_index_arguments, index_client_from_args
 from torchwheel.errors import HashMismatch, IndexPageError, InputError, NetworkError
-from torchwheel.index import (
-    DEFAULT_INDEX_URL,
-    IndexClient,
-    add_index_arguments,
-    index_client_from_args,
-    normalize_name,
-    parse_html_links,
-)
+from torchwheel.index import IndexClient, normalize_name, parse_html_links
+from torchwheel.resolution import DEFAULT_INDEX_URL
 
 
 def client_for(url: str, **kw: object) -> IndexClient:
@@ -334,10 +329,21 @@ def test_unreachable_index() -> None:
     assert "\n" not in msg
 
 
+def test_an_index_must_be_named() -> None:
+    # the index knows no default of its own: the caller names it (or a default)
+    with pytest.raises(InputError, match="no package index given"):
+        IndexClient()
+    with IndexClient(default_index_url="http://127.0.0.1:9/simple") as idx:
+        assert idx.index_urls == ["http://127.0.0.1:9/simple"]
+
+
 def test_unreachable_default_index_hints_index_url_and_find_links() -> None:
     # every request goes through a proxy on a closed loopback port: nothing leaves the host
     hc = httpx.Client(proxy=f"http://127.0.0.1:{_closed_port()}")
-    with IndexClient(client=hc, backoff=0) as idx, pytest.raises(NetworkError) as err:
+    with (
+        IndexClient(client=hc, backoff=0, default_index_url=DEFAULT_INDEX_URL) as idx,
+        pytest.raises(NetworkError) as err,
+    ):
         idx.candidates("torch")
     msg = str(err.value)
     assert f"cannot reach the default index {DEFAULT_INDEX_URL}" in msg

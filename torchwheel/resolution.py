@@ -32,11 +32,13 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from .errors import InputError, InvalidWheelFilename, NoCompatibleWheel
-from .index import DEFAULT_INDEX_URL, Candidate, IndexClient, default_cache_dir, normalize_name
-from .targets import Target, make_target
+from .http import cache_root
+from .index import Candidate, IndexClient, normalize_name
+from .targets import Target, facts, make_target
 from .verdict import Verdict, evaluate, parse_wheel
 
 __all__ = [
+    "DEFAULT_INDEX_URL",
     "Resolution",
     "parse_specifier",
     "resolve",
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 Judged = tuple[Candidate, Verdict]
+
+#: The PyTorch CPU wheel index (``data/lambda.json``): where torch is looked up by default.
+DEFAULT_INDEX_URL: str = str(facts()["pytorch"]["default_index_url"])
 
 
 def parse_specifier(spec: str | SpecifierSet | None) -> SpecifierSet | None:
@@ -380,7 +385,8 @@ def resolve(
         find_links,
         no_index=no_index,
         client=client,
-        cache_dir=default_cache_dir(),
+        cache_dir=cache_root(),
+        default_index_url=DEFAULT_INDEX_URL,
     )
     try:
         res = resolve_target(target, idx, package=package, version=version, prereleases=prereleases)

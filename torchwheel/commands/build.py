@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..index import add_index_arguments, index_client_from_args, index_settings_from_args
-from ..layer import DEFAULT_COMPRESSLEVEL, LAYOUTS, LayerReport, build_layer
+from ..layer import DEFAULT_COMPRESSLEVEL, LAYOUTS, LayerReport
+from ..layer.build import BuildOptions, run_build
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
 from ..report import console, err_console, human_bytes, print_json
+from ..targets import make_target
+from ._options import add_index_arguments, index_client_from_args, index_settings_from_args
 from .tags import add_target_arguments
 
 
@@ -101,33 +103,30 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("say where to write the layer: -o layer.zip and/or --tree DIR")
     if args.zstd_level is not None and not args.packed:
         raise InputError("--zstd-level applies to --packed layers only")
-    packages = list(args.packages) or ["torch"]
     settings = index_settings_from_args(args)
+    cache_dir = getattr(args, "cache_dir", None) or settings.cache_dir
+    options = BuildOptions(
+        target=make_target(args.runtime, args.arch, args.python),
+        packages=tuple(args.packages) or ("torch",),
+        output=args.output,
+        tree=args.tree,
+        layout=args.layout,
+        slim=args.slim,
+        strip=args.strip,
+        compile_bytecode=args.compile,
+        no_deps=args.no_deps,
+        include_runtime_packages=args.include_runtime_packages,
+        prereleases=True if args.pre else None,
+        compresslevel=args.compression_level,
+        packed=args.packed,
+        zstd_level=args.zstd_level,
+        offline=settings.offline,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
     index = index_client_from_args(args)
     try:
         with _progress(sys.stderr.isatty()) as progress:
-            report = build_layer(
-                packages,
-                runtime=args.runtime,
-                arch=args.arch,
-                python=args.python,
-                output=args.output,
-                tree=args.tree,
-                slim=args.slim,
-                strip=args.strip,
-                no_deps=args.no_deps,
-                include_runtime_packages=args.include_runtime_packages,
-                layout=args.layout,
-                compresslevel=args.compression_level,
-                index=index,
-                cache_dir=getattr(args, "cache_dir", None) or settings.cache_dir,
-                offline=settings.offline,
-                prereleases=True if args.pre else None,
-                progress=progress,
-                packed=args.packed,
-                zstd_level=args.zstd_level,
-                compile_bytecode=args.compile,
-            )
+            report = run_build(options, index=index, progress=progress)
     finally:
         index.close()
     if args.json:

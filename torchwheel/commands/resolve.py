@@ -8,11 +8,12 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..index import IndexClient, add_index_arguments, index_client_from_args
+from ..index import IndexClient
 from ..remote import RemoteSize, remote_wheel_size
 from ..report import console, human_bytes, print_json
 from ..resolution import Resolution, parse_specifier, resolve_target
 from ..targets import Target, all_targets, make_target, parse_python, quotas
+from ._options import add_index_arguments, index_client_from_args
 from .tags import add_target_arguments
 
 #: Rejected wheels shown in the human table without --verbose.
