@@ -239,6 +239,32 @@ def test_record_mismatch(tmp_path: Path) -> None:
     assert r.ok
 
 
+def test_unreadable_record_is_a_finding(tmp_path: Path) -> None:
+    files = install_wheel(pure_wheel(tmp_path, "rec", "1.0"), "python/")
+    record = "python/rec-1.0.dist-info/RECORD"
+    broken = dict(files)
+    # a field over csv's limit: not CSV that any installer reads
+    broken[record] = files[record] + b'"' + b"x" * 200_000 + b'",,\n'
+    layer = make_layer(tmp_path / "broken.zip", broken)
+    r = check([layer], runtime="python3.12")
+    (f,) = r.findings
+    assert f.code == "record-mismatch" and f.severity == "error"
+    assert f.detail["kind"] == "unreadable"
+    assert f.path == f"{layer}:python/rec-1.0.dist-info"
+    assert f"{layer}:{record}" in f.message and "not valid CSV" in f.message
+    # nothing else is judged from it: no file counts as unrecorded, --no-record skips it
+    assert check([layer], runtime="python3.12", record=False).ok
+    # rows whose hash cannot be read or computed (shake_128 has no fixed digest) are skipped,
+    # the rest still compared
+    odd = dict(files)
+    odd[record] = files[record] + b"rec/other.py,sha256,twelve\nrec/shaken.py,shake_128=AAAA,6\n"
+    odd["python/rec/other.py"] = b"x = 1\n"
+    odd["python/rec/shaken.py"] = b"y = 2\n"
+    odd["python/rec/__init__.py"] = b"tampered = True\n"
+    (f,) = check([make_layer(tmp_path / "odd.zip", odd)], runtime="python3.12").findings
+    assert f.detail["kind"] == "hash" and f.detail["files"] == ["rec/__init__.py"]
+
+
 def test_vendored_dist_info_is_not_an_installed_distribution(tmp_path: Path) -> None:
     # setuptools ships setuptools/_vendor/<pkg>.dist-info with RECORDs nobody maintains
     vendored_record = b"inner/__init__.py,sha256=AAAA,3\ninner/gone.pyi,,\n"

@@ -165,7 +165,7 @@ class InstalledDist:
     dist_info: str  # absolute path of the .dist-info directory
     requires: tuple[str, ...]
     tags: tuple[str, ...]
-    record: dict[str, tuple[str, str]]  # absolute path -> (hash "algo=b64", size)
+    record: dict[str, tuple[str, int | None]]  # absolute path -> (hash "algo=b64", size)
     origin: str
     vendored: bool = False  # inside another distribution's package (setuptools/_vendor/...)
     record_error: str | None = None  # why RECORD could not be read, when it could not

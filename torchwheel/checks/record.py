@@ -27,7 +27,7 @@ def _compare(d: InstalledDist, state: CheckState) -> tuple[list[str], list[str]]
             continue
         if entry.is_symlink or entry.is_dir:
             continue
-        if size and size.isdigit() and int(size) != entry.size:
+        if size is not None and size != entry.size:
             bad.append(path)
             continue
         got = state.digests.get(path)
@@ -41,6 +41,15 @@ def _dist_findings(d: InstalledDist, state: CheckState) -> list[Finding]:
     name = f"{d.name} {d.version}".strip()
     label = dist_label(d, state)
     findings: list[Finding] = []
+    if d.record_error is not None:
+        findings.append(
+            finding(
+                "record-mismatch",
+                label,
+                f"{name}: {d.record_error}; none of its files could be compared",
+                kind="unreadable",
+            )
+        )
     if bad:
         rel = [posixpath.relpath(p, d.site) for p in bad]
         findings.append(

@@ -9,7 +9,6 @@ pool, small neighbours in batches (one pread for many members).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import posixpath
@@ -20,11 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from typing import Any, BinaryIO
 
 from ..elf import ELFInfo, ELFScanner, is_elf, parse_elf
 from ..errors import ArchiveError
+from ..wheelfile import MAX_METADATA_BYTES, Metadata, parse_record, parse_wheel_info, record_hash
 from ..zipread import ZipMember, ZipReader, is_unsafe_name
 from .model import (
     FUNCTION_MOUNT,
@@ -52,11 +51,11 @@ SMALL_INFLATED = 8 * 1024 * 1024
 #: Members at least this big are hashed on a helper thread while they are inflated.
 PIPELINE_BYTES = 64 * 1024 * 1024
 BATCH_MEMBERS = 2000
-#: Largest metadata file (METADATA, WHEEL, RECORD) read into memory.
-METADATA_LIMIT = 16 * 1024 * 1024
 #: Symlink members up to this size have their target read.
 SYMLINK_LIMIT = 4096
 
+#: Algorithms a RECORD hash can be checked with (shake_* digests need a length: not usable).
+_HASHABLE = frozenset(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake_"))
 _SO_RE = re.compile(r"\.so(\.\d+)*$")
 
 
@@ -269,15 +268,36 @@ def gather(
 # -- dist-info -----------------------------------------------------------------------------------
 
 
-def _read_small(entry: LayerEntry, limit: int = METADATA_LIMIT) -> bytes:
-    if entry.size > limit:
+def _read_small(entry: LayerEntry) -> bytes:
+    if entry.size > MAX_METADATA_BYTES:
         raise ArchiveError(f"{entry.label}: {entry.size} bytes is too large for a metadata file")
     with entry.open() as f:
         return f.read()
 
 
-def _parse_headers(data: bytes) -> Any:
-    return HeaderParser().parsestr(data.decode("utf-8", "replace"))
+def _readable(files: dict[str, LayerEntry], path: str) -> LayerEntry | None:
+    entry = files.get(path)
+    return None if entry is None or entry.is_symlink else entry
+
+
+def _read_record(
+    entry: LayerEntry, site: str
+) -> tuple[dict[str, tuple[str, int | None]], str | None]:
+    """RECORD as absolute path -> (hash text, size), leniently; or why it cannot be read.
+
+    A hash :mod:`~torchwheel.wheelfile` does not accept (md5, bad base64) is kept as written:
+    it is still compared when hashlib knows its algorithm.
+    """
+    try:
+        rows = parse_record(_read_small(entry), source=entry.label, strict=False)
+    except ArchiveError as exc:  # not CSV: a finding about the layer, not a failed check
+        return {}, str(exc)
+    record: dict[str, tuple[str, int | None]] = {}
+    for row in rows:
+        h = row.hash
+        digest = "" if h is None else h.value if h.algorithm == "?" else str(h)
+        record[posixpath.normpath(posixpath.join(site, row.path))] = (digest, row.size)
+    return record, None
 
 
 def load_dists(files: dict[str, LayerEntry]) -> list[InstalledDist]:
@@ -288,41 +308,24 @@ def load_dists(files: dict[str, LayerEntry]) -> list[InstalledDist]:
             continue
         di = posixpath.dirname(abs_path)
         site = posixpath.dirname(di)
-        meta = _parse_headers(_read_small(entry))
-        name = (meta.get("Name") or posixpath.basename(di).split("-")[0]).strip()
-        version = (meta.get("Version") or "").strip()
-        requires = tuple(str(r).strip() for r in meta.get_all("Requires-Dist") or ())
+        meta = Metadata.from_bytes(_read_small(entry), source=entry.label, strict=False)
+        wheel = _readable(files, f"{di}/WHEEL")
         tags: tuple[str, ...] = ()
-        wheel = files.get(f"{di}/WHEEL")
-        if wheel is not None and not wheel.is_symlink:
-            tags = tuple(
-                str(t).strip() for t in _parse_headers(_read_small(wheel)).get_all("Tag") or ()
-            )
-        record: dict[str, tuple[str, str]] = {}
-        rec = files.get(f"{di}/RECORD")
-        if rec is not None and not rec.is_symlink:
-            import csv
-            import io
-
-            text = _read_small(rec).decode("utf-8", "replace")
-            for row in csv.reader(io.StringIO(text)):
-                if not row or not row[0]:
-                    continue
-                rel = row[0]
-                digest = row[1] if len(row) > 1 else ""
-                size = row[2] if len(row) > 2 else ""
-                target = posixpath.normpath(posixpath.join(site, rel))
-                record[target] = (digest, size)
+        if wheel is not None:
+            tags = parse_wheel_info(_read_small(wheel), source=wheel.label, strict=False).tags
+        rec = _readable(files, f"{di}/RECORD")
+        record, error = ({}, None) if rec is None else _read_record(rec, site)
         dists.append(
             InstalledDist(
-                name=name,
-                version=version,
+                name=meta.name or posixpath.basename(di).split("-")[0],
+                version=meta.version,
                 site=site,
                 dist_info=di,
-                requires=requires,
+                requires=meta.requires_dist,
                 tags=tags,
                 record=record,
                 origin=entry.origin,
+                record_error=error,
             )
         )
     return dists
@@ -410,7 +413,7 @@ def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
         if stream is not None:
             stream.close()
     if hasher is not None:
-        res.digest = f"{algo}=" + base64.urlsafe_b64encode(hasher.digest()).rstrip(b"=").decode()
+        res.digest = record_hash(hasher.digest(), hasher.name)
     if scanner is not None:
         res.elf = scanner.result(reopen=entry.open)
     return res
@@ -443,8 +446,7 @@ class _HashPipe:
 def _scan_bytes(entry: LayerEntry, data: bytes, algo: str | None) -> _ScanResult:
     res = _ScanResult(entry.abs_path, read=len(data))
     if algo:
-        digest = hashlib.new(algo, data).digest()
-        res.digest = f"{algo}=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        res.digest = record_hash(hashlib.new(algo, data).digest(), algo)
     if is_elf(data):
         res.elf = parse_elf(data, name=entry.label)
     return res
@@ -480,7 +482,7 @@ def _record_algorithms(state: CheckState) -> dict[str, str]:
             continue
         for path, (digest, _size) in d.record.items():
             algo = digest.split("=", 1)[0] if "=" in digest else ""
-            if algo in hashlib.algorithms_guaranteed:
+            if algo in _HASHABLE:
                 algos[path] = algo
     return algos
 
