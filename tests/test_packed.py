@@ -448,6 +448,20 @@ def test_check_reports_manifest_mismatch(small_layer_zip: Path, tmp_path: Path) 
 
 
 @needs_host_target
+def test_check_reports_a_manifest_that_is_not_one(small_layer_zip: Path, tmp_path: Path) -> None:
+    opt = unzip_layer(small_layer_zip, tmp_path / "opt")
+    mpath = opt / "python" / MANIFEST_DIR / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    for i, (data, says) in enumerate(
+        (([], "not a JSON object"), ({**manifest, "files": "many"}, "'many' files, not a number"))
+    ):
+        mpath.write_text(json.dumps(data))
+        report = _check(zip_tree(opt, tmp_path / f"odd{i}.zip"))
+        [finding] = [f for f in report.errors if f.code == "packed-manifest"]
+        assert says in finding.message
+
+
+@needs_host_target
 def test_check_corrupt_packed_archive_is_bad_input(small_layer_zip: Path, tmp_path: Path) -> None:
     opt = unzip_layer(small_layer_zip, tmp_path / "opt")
     archive = opt / "python" / MANIFEST_DIR / ARCHIVE_NAME

@@ -23,6 +23,7 @@ from ..errors import ArchiveError
 from ..loader import torchwheel_loader as loader
 from ..packed import MANIFEST_DIR, MANIFEST_NAME
 from ..targets import Target, quotas
+from ..wheelfile import MAX_METADATA_BYTES
 from .model import INFO, CheckState, Expansion, Finding, LayerEntry, finding
 
 __all__ = ["KEEP_RAW", "expand_packed_archive", "is_packed_archive", "packed_findings"]
@@ -259,6 +260,20 @@ def _storage_finding(arc: LayerEntry, files: list[LayerEntry], dirs: int, mount:
     )
 
 
+def _read_manifest(entry: LayerEntry) -> dict[str, Any] | str:
+    """The manifest as a dict, or why it cannot be read."""
+    if entry.size > MAX_METADATA_BYTES:
+        return f"{MANIFEST_NAME} is {entry.size:,} bytes, not a manifest"
+    try:
+        with entry.open() as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (ValueError, OSError) as exc:
+        return f"{MANIFEST_NAME} is not readable JSON ({exc})"
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST_NAME} is not a JSON object"
+    return manifest
+
+
 def _manifest_problem(
     arc: LayerEntry, files: list[LayerEntry], mount: str, state: CheckState
 ) -> str | None:
@@ -267,11 +282,9 @@ def _manifest_problem(
     man_entry = state.files.get(mpath)
     if man_entry is None:
         return f"{MANIFEST_NAME} is missing next to the archive; the loader cannot start"
-    try:
-        with man_entry.open() as f:
-            manifest: dict[str, Any] = json.loads(f.read().decode("utf-8"))
-    except (ValueError, OSError) as exc:
-        return f"{MANIFEST_NAME} is not readable JSON ({exc})"
+    manifest = _read_manifest(man_entry)
+    if isinstance(manifest, str):
+        return manifest
     sha = mount.rsplit("-", 1)[-1] if files else ""
     if not str(manifest.get("sha256", "")).startswith(sha) or not sha:
         return (
@@ -279,8 +292,15 @@ def _manifest_problem(
             f"({str(manifest.get('sha256'))[:16]}… vs {sha}…): the loader "
             "will refuse it; rebuild or re-upload the layer"
         )
-    if manifest.get("files") is not None and int(manifest["files"]) != len(files):
-        return f"{MANIFEST_NAME} lists {manifest['files']} files, the archive holds {len(files)}"
+    listed = manifest.get("files")
+    if listed is None:
+        return None
+    try:
+        count = int(listed)
+    except (TypeError, ValueError):
+        return f"{MANIFEST_NAME} lists {str(listed)[:40]!r} files, not a number"
+    if count != len(files):
+        return f"{MANIFEST_NAME} lists {listed} files, the archive holds {len(files)}"
     return None
 
 
