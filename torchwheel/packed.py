@@ -30,6 +30,8 @@ from typing import IO, Any
 
 from .atomic import atomic_output, atomic_write
 from .errors import ArchiveError, InputError
+from .layer.install import LayerTree
+from .layer.stripping import strip as strip_tree
 from .targets import Target, quotas
 
 __all__ = [
@@ -342,9 +344,6 @@ def install_wheel_flat(
     Returns the written paths relative to ``dest``.
     Unsafe member names raise :class:`ArchiveError`.
     """
-    from .layer import LayerTree
-    from .layer import strip as strip_tree
-
     dest = Path(dest)
     tree = LayerTree(dest.parent, dest.name)
     tree.install(Path(wheel))

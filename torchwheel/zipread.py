@@ -577,6 +577,12 @@ class ZipReader:
         except OSError as exc:
             raise ArchiveError(f"{self.source}: read failed ({exc.strerror})") from None
 
+    def fileno(self) -> int:
+        """The open file descriptor (for kernel copies of raw member data, see zipwrite)."""
+        if self._fd < 0:
+            raise ArchiveError(f"{self.source}: reader is closed")
+        return self._fd
+
     def data_offset(self, m: ZipMember) -> int:
         """Absolute offset of ``m``'s compressed bytes (reads its local header once)."""
         off = self._data_offsets.get(m.header_offset)

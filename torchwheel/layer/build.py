@@ -1,0 +1,475 @@
+"""Build a Lambda layer: the whole pipeline, driven by one frozen :class:`BuildOptions`.
+
+    resolve the closure (:mod:`torchwheel.deps`) → fetch each wheel → install each wheel
+    (:class:`~torchwheel.layer.install.LayerTree`) → slim → strip → compile (``--compile``)
+    → RECORD files → pack (``--packed``) → zip (:func:`torchwheel.zipwrite.write_layer_zip`)
+    and/or publish the tree → :class:`~torchwheel.layer.report.LayerReport`
+
+Each step is usable alone; this module only runs them in order, times them and cleans up
+(nothing is left half-written on error).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ..deps import Closure, Pin, resolve_closure
+from ..download import Progress, fetch
+from ..errors import InputError, TorchwheelError
+from ..index import IndexClient
+from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
+from ..packed import PackInfo, check_level, make_packed_tree, needs_zstandard, resolve_zstandard
+from ..report import human_bytes
+from ..resolution import DEFAULT_INDEX_URL
+from ..targets import Target, make_target
+from ..zipwrite import DEFAULT_COMPRESSLEVEL, ZipResult, write_layer_zip
+from . import bytecode, slimming, stripping
+from .install import LayerTree, layer_prefix
+from .older import find_older_release
+from .report import (
+    LayerReport,
+    OlderRelease,
+    PackageSize,
+    QuotaCheck,
+    StepResult,
+    quota_checks,
+    suggestions,
+)
+
+__all__ = ["BuildOptions", "build_layer", "run_build"]
+
+#: ``progress(package, bytes done, total or None)`` while wheels download
+ProgressCallback = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build and how; validated when made, before anything is downloaded.
+
+    ``output`` (a zip) and/or ``tree`` (the unzipped directory) say what to write; the index
+    fields say where wheels come from (``index_url`` None: ``$TORCHWHEEL_INDEX_URL`` or
+    PyTorch's index). See :func:`build_layer` for the rest.
+    """
+
+    target: Target
+    packages: tuple[str, ...] = ("torch",)
+    version: str | None = None
+    output: Path | None = None
+    tree: Path | None = None
+    layout: str = "site-packages"
+    slim: bool = False
+    strip: bool = False
+    compile_bytecode: bool = False
+    no_deps: bool = False
+    include_runtime_packages: bool = False
+    prereleases: bool | None = None
+    compresslevel: int = DEFAULT_COMPRESSLEVEL
+    packed: bool = False
+    zstd_level: int | None = None
+    workers: int | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False
+    offline: bool = False
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.output is None and self.tree is None:
+            raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")
+        layer_prefix(self.target, self.layout)  # an unknown layout raises
+        if not 0 <= self.compresslevel <= 9:
+            raise InputError(f"compression level {self.compresslevel} is not between 0 and 9")
+        if self.packed and self.zstd_level is not None:
+            check_level(self.zstd_level)
+        if self.compile_bytecode:
+            bytecode.check_compile_target(self.target)
+
+    @property
+    def prefix(self) -> str:
+        """The site directory inside the layer (see :func:`~torchwheel.layer.layer_prefix`)."""
+        return layer_prefix(self.target, self.layout)
+
+
+def build_layer(
+    packages: Sequence[str] = ("torch",),
+    *,
+    arch: str = "x86_64",
+    python: str | tuple[int, int] | None = None,
+    runtime: str | None = None,
+    version: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    tree: str | os.PathLike[str] | None = None,
+    slim: bool = False,
+    strip: bool = False,
+    no_deps: bool = False,
+    include_runtime_packages: bool = False,
+    layout: str = "site-packages",
+    compresslevel: int = DEFAULT_COMPRESSLEVEL,
+    index_url: str | None = None,
+    extra_index_urls: Sequence[str] = (),
+    find_links: Sequence[str] = (),
+    no_index: bool = False,
+    offline: bool = False,
+    client: httpx.Client | None = None,
+    index: IndexClient | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    prereleases: bool | None = None,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+    packed: bool = False,
+    zstd_level: int | None = None,
+    compile_bytecode: bool = False,
+) -> LayerReport:
+    """Build a Lambda layer for ``packages`` (requirement strings or local ``.whl`` paths).
+
+    Resolves the ``Requires-Dist`` closure for the target (``runtime``/``arch``/``python``;
+    see :func:`torchwheel.make_target`) unless ``no_deps``, downloads and verifies each
+    wheel, installs them into a tree, optionally slims and strips it, and writes ``output``
+    (a zip) and/or ``tree`` (the unzipped directory). ``version`` pins the first package
+    (``"2.5.1"`` or a specifier like ``">=2.5,<2.6"``). ``index`` is an
+    :class:`~torchwheel.index.IndexClient` (built from the index options otherwise).
+    Returns a :class:`LayerReport`; nothing is left half-written on error.
+
+    ``packed`` ships the tree as a zstd archive (level ``zstd_level``) plus a loader that
+    unpacks it into ``/tmp`` (see :mod:`torchwheel.packed`, docs/packed-layers.md).
+
+    ``compile_bytecode`` adds unchecked-hash ``.pyc`` files for every ``.py`` after slimming
+    and stripping (see :func:`~torchwheel.layer.bytecode.compile_bytecode`); it needs the
+    running interpreter to be the target's CPython and raises :class:`InputError` before any
+    download otherwise.
+
+    The keywords make a :class:`BuildOptions`; :func:`run_build` takes one directly.
+    """
+    options = BuildOptions(
+        target=make_target(runtime, arch, python),
+        packages=tuple(packages),
+        version=version,
+        output=Path(output) if output is not None else None,
+        tree=Path(tree) if tree is not None else None,
+        layout=layout,
+        slim=slim,
+        strip=strip,
+        compile_bytecode=compile_bytecode,
+        no_deps=no_deps,
+        include_runtime_packages=include_runtime_packages,
+        prereleases=prereleases,
+        compresslevel=compresslevel,
+        packed=packed,
+        zstd_level=zstd_level,
+        workers=workers,
+        index_url=index_url,
+        extra_index_urls=tuple(extra_index_urls),
+        find_links=tuple(find_links),
+        no_index=no_index,
+        offline=offline,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
+    return run_build(options, index=index, client=client, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# the steps
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Clock:
+    """Seconds per step, for the report's ``timings``."""
+
+    start: float = field(default_factory=time.perf_counter)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str, *, since_start: bool = False) -> Iterator[None]:
+        t = self.start if since_start else time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - t
+
+
+@dataclass
+class _Fetched:
+    """The resolved closure and the verified local wheels."""
+
+    index: IndexClient
+    closure: Closure
+    wheels: list[tuple[Pin, Path]]
+    zstd_wheel: Path | None
+
+
+@dataclass
+class _Built:
+    """The installed, edited tree and what was written from it."""
+
+    tree: LayerTree
+    steps: list[StepResult]
+    slim_would_save: int
+    pack_info: PackInfo | None
+    zipped: ZipResult | None
+
+
+def _open_index(options: BuildOptions, client: httpx.Client | None) -> IndexClient:
+    return IndexClient(
+        options.index_url or os.environ.get("TORCHWHEEL_INDEX_URL") or DEFAULT_INDEX_URL,
+        options.extra_index_urls,
+        options.find_links,
+        no_index=options.no_index,
+        client=client,
+        cache_dir=options.cache_dir,
+        offline=options.offline,
+    )
+
+
+def _progress_for(progress: ProgressCallback | None, name: str) -> Progress | None:
+    if progress is None:
+        return None
+
+    def update(done: int, total: int | None) -> None:
+        progress(name, done, total)
+
+    return update
+
+
+def _resolve_and_fetch(options: BuildOptions, index: IndexClient | None,
+                       client: httpx.Client | None, progress: ProgressCallback | None,
+                       clock: _Clock) -> _Fetched:
+    """Resolve the closure and fetch every wheel (and zstandard for a packed layer)."""
+    own_index = index is None
+    idx = index if index is not None else _open_index(options, client)
+    try:
+        with clock.step("resolve", since_start=True):
+            closure = resolve_closure(
+                list(options.packages), options.target, idx, version=options.version,
+                no_deps=options.no_deps,
+                include_runtime_packages=options.include_runtime_packages,
+                prereleases=options.prereleases, cache_dir=options.cache_dir,
+            )
+        http = idx.client if client is None else client
+        with clock.step("fetch"):
+            wheels = [(pin, fetch(pin.candidate, cache_dir=options.cache_dir, client=http,
+                                  progress=_progress_for(progress, pin.name),
+                                  offline=options.offline))
+                      for pin in closure.pins]
+            zstd_wheel = None
+            if options.packed and needs_zstandard(options.target):
+                zstd_wheel = resolve_zstandard(options.target, idx, cache_dir=options.cache_dir,
+                                               client=http, offline=options.offline)
+    finally:
+        if own_index:
+            idx.close()
+    return _Fetched(idx, closure, wheels, zstd_wheel)
+
+
+def _materialize(options: BuildOptions) -> Callable[[str], bool] | None:
+    """Which files a zip-only build writes to disk: what strip rewrites, what compile reads.
+    Everything else is verified while streaming and zipped straight from the wheels (the
+    same bytes either way); a tree or packed build writes every file."""
+    if options.tree is not None or options.packed:
+        return None
+
+    def on_disk(rp: str) -> bool:
+        return (options.strip and stripping.is_shared_object(rp)) or (
+            options.compile_bytecode and rp.endswith(".py"))
+
+    return on_disk
+
+
+def _install(options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path,
+             clock: _Clock) -> LayerTree:
+    with clock.step("install"):
+        lt = LayerTree(root, options.prefix, workers=options.workers, slim=options.slim,
+                       materialize=_materialize(options))
+        for pin, path in wheels:
+            lt.install(path, requested=pin.requested, source_url=pin.candidate.url,
+                       sha256=pin.candidate.sha256)
+    return lt
+
+
+def _edit(options: BuildOptions, lt: LayerTree, clock: _Clock) -> tuple[list[StepResult], int]:
+    """Slim (or measure what slimming would save), strip, compile; the steps and the saving."""
+    steps: list[StepResult] = []
+    with clock.step("slim"):
+        if options.slim:
+            steps.extend(slimming.slim(lt))
+            would_save = 0
+        else:
+            would_save = sum(s.bytes_saved for s in slimming.slim(lt, dry_run=True))
+    if options.strip:
+        with clock.step("strip"):
+            steps.append(stripping.strip(lt, workers=options.workers))
+    if options.compile_bytecode:  # after slim: slim removes __pycache__
+        with clock.step("compile"):
+            steps.append(bytecode.compile_bytecode(lt, options.target, workers=options.workers))
+    return steps, would_save
+
+
+def _pack(options: BuildOptions, site: Path, zstd_wheel: Path | None,
+          clock: _Clock) -> tuple[Path, PackInfo]:
+    """The packed layer's root (a new temp directory) and what went into it."""
+    with clock.step("pack"):
+        out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-",
+                                         dir=options.tree.parent if options.tree else None))
+        level = PACKED_DEFAULT_LEVEL if options.zstd_level is None else options.zstd_level
+        info = make_packed_tree(site, out_root, options.target, zstandard_wheel=zstd_wheel,
+                                level=level)
+    return out_root, info
+
+
+def _zip(options: BuildOptions, output: Path, lt: LayerTree, out_root: Path,
+         clock: _Clock) -> ZipResult:
+    with clock.step("zip"):
+        if options.packed:  # the archive is zstd already: storing it beats deflating it again
+            return write_layer_zip(out_root, output, compresslevel=0, workers=options.workers)
+        return write_layer_zip(out_root, output, raw_sources=lt.raw_sources(),
+                               virtual=lt.virtual_files(), compresslevel=options.compresslevel,
+                               workers=options.workers)
+
+
+def _prepare_tree_dir(tree: Path) -> Path:
+    """A fresh temporary directory next to ``tree`` (refuses to clobber foreign content)."""
+    if tree.exists():
+        if not tree.is_dir():
+            raise InputError(f"{tree}: exists and is not a directory")
+        extra = [p.name for p in tree.iterdir() if p.name != "python"]
+        if extra:
+            raise InputError(
+                f"{tree}: not empty ({', '.join(sorted(extra)[:3])}); refusing to replace it"
+            )
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}."))
+
+
+def _publish_tree(tmp_root: Path, tree: Path) -> None:
+    if tree.exists():
+        old = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.old."))
+        os.replace(tree, old / "x")
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp_root, tree)
+
+
+def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built:
+    """Install, edit, pack, zip and publish, in temporary directories removed afterwards."""
+    if options.tree is not None:
+        root = _prepare_tree_dir(options.tree)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="torchwheel-layer-"))
+    out_root = root
+    try:
+        lt = _install(options, fetched.wheels, root, clock)
+        steps, would_save = _edit(options, lt, clock)
+        lt.finalize()
+        pack_info = None
+        if options.packed:
+            out_root, pack_info = _pack(options, lt.site, fetched.zstd_wheel, clock)
+        zipped = None
+        if options.output is not None:
+            zipped = _zip(options, options.output, lt, out_root, clock)
+        if options.tree is not None:
+            _publish_tree(out_root, options.tree)
+    finally:
+        for d in {root, out_root}:  # published: renamed away already
+            if d.exists() and d != options.tree:
+                shutil.rmtree(d, ignore_errors=True)
+    return _Built(lt, steps, would_save, pack_info, zipped)
+
+
+def _package_sizes(lt: LayerTree) -> list[PackageSize]:
+    """Each distribution's installed size, largest first."""
+    pkgs = []
+    for d in lt.dists.values():
+        size = sum(lt.files[rp].size for rp in d.files if rp in lt.files)
+        pkgs.append(PackageSize(d.display_name, d.version, d.wheel.name, len(d.files), size,
+                                d.wheel_bytes, d.requested, d.source_url, d.sha256))
+    pkgs.sort(key=lambda p: -p.unzipped_bytes)
+    return pkgs
+
+
+def _probe_older(options: BuildOptions, pkgs: list[PackageSize], unzipped: int,
+                 checks: list[QuotaCheck], index: IndexClient, client: httpx.Client | None,
+                 ) -> tuple[OlderRelease | None, list[str], bool]:
+    """Over the hard quota with a requested package biggest: look for an older release that
+    fits. Returns it (or None), notes, and whether the look-up ran to the end."""
+    big = pkgs[0] if pkgs else None
+    if big is None or not big.requested or not any(c.hard and not c.fits for c in checks):
+        return None, [], False
+    try:
+        older = find_older_release(big, unzipped, options.target, index, slimmed=options.slim,
+                                   client=client)
+    except (TorchwheelError, httpx.HTTPError) as exc:
+        return None, [f"could not look for an older {big.name} that fits: {exc}"], False
+    return older, [], True
+
+
+def _report(options: BuildOptions, fetched: _Fetched, built: _Built,
+            client: httpx.Client | None, timings: dict[str, float]) -> LayerReport:
+    lt, pack_info, zres = built.tree, built.pack_info, built.zipped
+    pkgs = _package_sizes(lt)
+    unzipped = lt.unzipped_bytes()
+    if pack_info is not None and pack_info.layer_bytes is not None:
+        unzipped = pack_info.layer_bytes
+    largest = sorted(((tf.rel, tf.size) for tf in lt.files.values()), key=lambda x: (-x[1], x[0]))
+    checks = quota_checks(zres.zipped_bytes if zres else None, unzipped)
+    older, probe_notes, probed_ok = _probe_older(options, pkgs, unzipped, checks, fetched.index,
+                                                 client)
+    advice = suggestions(checks, slimmed=options.slim, stripped=options.strip,
+                         slim_would_save=built.slim_would_save, packages=pkgs,
+                         human=human_bytes, older=older, probed_older=probed_ok)
+    notes = [*fetched.closure.notes, *lt.notes, *probe_notes]
+    if pack_info is not None:
+        notes.extend(pack_info.notes)
+    target = options.target
+    return LayerReport(
+        target=target.label,
+        runtime=target.runtime.name,
+        arch=target.arch,
+        python=target.python_str,
+        layout=options.layout,
+        prefix=options.prefix,
+        output=options.output,
+        tree=options.tree,
+        zipped_bytes=zres.zipped_bytes if zres else None,
+        unzipped_bytes=unzipped,
+        files=len(lt.files) if pack_info is None else len(pack_info.extra_files) + 1,
+        sha256=zres.sha256 if zres else None,
+        raw_copied=zres.raw_copied if zres else 0,
+        compressed=zres.compressed if zres else 0,
+        packages=tuple(pkgs),
+        largest_files=tuple(largest[:10]),
+        steps=tuple(built.steps),
+        skipped_runtime_packages=tuple(fetched.closure.skipped_runtime),
+        quotas=tuple(checks),
+        suggestions=tuple(advice),
+        notes=tuple(notes),
+        timings=timings,
+        packed=pack_info.to_json() if pack_info is not None else None,
+        older_release=older,
+    )
+
+
+def run_build(
+    options: BuildOptions,
+    *,
+    index: IndexClient | None = None,
+    client: httpx.Client | None = None,
+    progress: ProgressCallback | None = None,
+) -> LayerReport:
+    """Build the layer ``options`` describe (see :func:`build_layer`).
+
+    ``index`` is used as given (and left open); without one an
+    :class:`~torchwheel.index.IndexClient` is made from the options' index fields (on
+    ``client`` when given) and closed after the downloads.
+    """
+    clock = _Clock()
+    fetched = _resolve_and_fetch(options, index, client, progress, clock)
+    built = _assemble(options, fetched, clock)
+    clock.timings["total"] = time.perf_counter() - clock.start
+    return _report(options, fetched, built, client, clock.timings)
