@@ -40,8 +40,7 @@ from .index import Candidate, IndexClient
 from .remote import read_remote_metadata
 from .resolution import parse_specifier, select, summarize
 from .targets import Target, facts
-from .verdict import parse_wheel
-from .wheelfile import Metadata, parse_metadata
+from .wheelfile import Metadata, parse_metadata, parse_wheel
 from .zipread import ZipReader
 
 __all__ = [

@@ -35,7 +35,8 @@ from .errors import InputError, InvalidWheelFilename, NoCompatibleWheel
 from .http import cache_root
 from .index import Candidate, IndexClient, normalize_name
 from .targets import Target, facts, make_target
-from .verdict import Verdict, evaluate, parse_wheel
+from .verdict import Verdict, evaluate
+from .wheelfile import parse_wheel
 
 __all__ = [
     "DEFAULT_INDEX_URL",

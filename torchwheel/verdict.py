@@ -13,56 +13,19 @@ from functools import lru_cache
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename as _PkgInvalidWheel
-from packaging.utils import parse_wheel_filename
 from packaging.version import Version
-from wheel_filename import ParseError, WheelFilename
 
-from .errors import InvalidWheelFilename
 from .tags import LEGACY_TO_GLIBC
 from .targets import Target
+from .wheelfile import ParsedWheel, parse_wheel
 
+# ParsedWheel and parse_wheel live in wheelfile; re-exported here for the callers that judge wheels
 __all__ = ["ParsedWheel", "Verdict", "evaluate", "parse_wheel"]
 
 LINUX_UNVERIFIED = (
     "{platform} promises nothing about glibc: compatible by tag but unverified; "
     "run `torchwheel check` on the built layer to read its ELF files"
 )
-
-
-@dataclass(frozen=True)
-class ParsedWheel:
-    """A wheel filename, parsed and validated."""
-
-    filename: str
-    name: str
-    version: Version
-    build: tuple[int, str] | tuple[()]
-    tags: frozenset[Tag]
-    python_tags: tuple[str, ...]
-    abi_tags: tuple[str, ...]
-    platform_tags: tuple[str, ...]
-
-
-@lru_cache(maxsize=4096)
-def parse_wheel(filename: str) -> ParsedWheel:
-    """Parse a wheel filename; raise :class:`InvalidWheelFilename` with a clear message."""
-    base = filename.rsplit("/", 1)[-1]
-    try:
-        wf = WheelFilename.parse(base)
-        name, version, build, tags = parse_wheel_filename(base)
-    except (ParseError, _PkgInvalidWheel, ValueError) as exc:
-        raise InvalidWheelFilename(f"{base}: not a valid wheel filename ({exc})") from None
-    return ParsedWheel(
-        filename=base,
-        name=str(name),
-        version=version,
-        build=build,
-        tags=tags,
-        python_tags=tuple(wf.python_tags),
-        abi_tags=tuple(wf.abi_tags),
-        platform_tags=tuple(wf.platform_tags),
-    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +140,60 @@ def _python_reason(interp: str, abi: str, target: Target) -> str:
     return f"{interp}-{abi} is not accepted by {want}"
 
 
+def _platform_reasons(
+    wheel: ParsedWheel, target: Target
+) -> tuple[list[str], tuple[int, int] | None]:
+    """Why none of the wheel's platform tags fits (empty when one does), and the lowest glibc
+    it needs when that is why."""
+    if any(p in _platforms_table(target) for p in wheel.platform_tags):
+        return [], None
+    reasons: list[str] = []
+    glibc_needs: list[tuple[int, int]] = []
+    for p in wheel.platform_tags:
+        reason, need = _platform_reason(p, target)
+        if need is not None:
+            glibc_needs.append(need)
+        if reason not in reasons:
+            reasons.append(reason)
+    if not glibc_needs:
+        return reasons, None
+    lowest = min(glibc_needs)
+    # a wheel tagged for several glibcs is rejected for its lowest one
+    reasons = [
+        r for r in reasons
+        if not r.startswith("needs glibc")
+        or r.startswith(f"needs glibc {lowest[0]}.{lowest[1]} ")
+    ]
+    return reasons, lowest
+
+
+def _python_reasons(wheel: ParsedWheel, target: Target) -> list[str]:
+    """Why none of the wheel's interpreter-ABI pairs fits (empty when one does)."""
+    pairs = [(i, a) for i in wheel.python_tags for a in wheel.abi_tags]
+    if any(pair in _pairs_table(target) for pair in pairs):
+        return []
+    reasons: list[str] = []
+    for i, a in pairs:
+        reason = _python_reason(i, a, target)
+        if reason not in reasons:
+            reasons.append(reason)
+    return reasons
+
+
+def _requires_python(requires_python: str, target: Target) -> tuple[str | None, str | None]:
+    """(reason to reject, warning) for the index's ``Requires-Python``."""
+    try:
+        spec = SpecifierSet(requires_python)
+    except InvalidSpecifier:
+        return None, f"ignored invalid Requires-Python {requires_python!r}"
+    full = Version(f"{target.python_str}.0")
+    if not spec.contains(full, prereleases=True) and not spec.contains(
+        Version(f"{target.python_str}.99"), prereleases=True
+    ):
+        return f"requires Python {requires_python}", None
+    return None, None
+
+
 def evaluate(
     wheel_filename: str,
     target: Target,
@@ -201,48 +218,16 @@ def evaluate(
     if matched:
         rank, best = min(matched, key=lambda rt: rt[0])
     else:
-        platforms_ok = _platforms_table(target)
-        plat_reasons: list[str] = []
-        if not any(p in platforms_ok for p in wheel.platform_tags):
-            glibc_needs = []
-            for p in wheel.platform_tags:
-                reason, need = _platform_reason(p, target)
-                if need is not None:
-                    glibc_needs.append(need)
-                if reason not in plat_reasons:
-                    plat_reasons.append(reason)
-            if glibc_needs:
-                needs_glibc = min(glibc_needs)
-                # a wheel tagged for several glibcs is rejected for its lowest one
-                plat_reasons = [
-                    r for r in plat_reasons
-                    if not r.startswith("needs glibc")
-                    or r.startswith(f"needs glibc {needs_glibc[0]}.{needs_glibc[1]} ")
-                ]
-        pairs_ok = _pairs_table(target)
-        py_reasons: list[str] = []
-        pairs = [(i, a) for i in wheel.python_tags for a in wheel.abi_tags]
-        if not any(pair in pairs_ok for pair in pairs):
-            for i, a in pairs:
-                reason = _python_reason(i, a, target)
-                if reason not in py_reasons:
-                    py_reasons.append(reason)
-        reasons = py_reasons + plat_reasons
+        plat_reasons, needs_glibc = _platform_reasons(wheel, target)
+        reasons = _python_reasons(wheel, target) + plat_reasons
         if not reasons:
             reasons = [
                 f"no tag of this wheel is among the {len(ranks)} tags {target.label} accepts"
             ]
     if requires_python:
-        try:
-            spec = SpecifierSet(requires_python)
-        except InvalidSpecifier:
-            warnings.append(f"ignored invalid Requires-Python {requires_python!r}")
-        else:
-            full = Version(f"{target.python_str}.0")
-            if not spec.contains(full, prereleases=True) and not spec.contains(
-                Version(f"{target.python_str}.99"), prereleases=True
-            ):
-                reasons.append(f"requires Python {requires_python}")
+        reason, warning = _requires_python(requires_python, target)
+        reasons.extend([reason] if reason else [])
+        warnings.extend([warning] if warning else [])
     if yanked:
         why = yanked if isinstance(yanked, str) and yanked.strip() else "no reason given"
         reasons.append(f"yanked: {why}")

@@ -1,4 +1,5 @@
-"""The files inside a wheel's ``.dist-info``: RECORD, METADATA, WHEEL — the one place.
+"""The files inside a wheel's ``.dist-info``: RECORD, METADATA, WHEEL — the one place; and
+the wheel's filename (:func:`parse_wheel`).
 
 Everything here is pure (bytes in, data out) and every parser validates: text that is not
 UTF-8, CSV that does not parse, sizes that are not plain decimal numbers or absurdly long,
@@ -20,20 +21,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
+from functools import lru_cache
 
+from packaging.tags import Tag
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from wheel_filename import ParseError, WheelFilename
 
-from .errors import ArchiveError
+from .errors import ArchiveError, InvalidWheelFilename
 
 __all__ = [
     "Hash",
     "Metadata",
+    "ParsedWheel",
     "RecordEntry",
     "WheelInfo",
     "find_dist_info",
     "parse_headers",
     "parse_metadata",
     "parse_record",
+    "parse_wheel",
     "parse_wheel_info",
     "record_hash",
     "write_record",
@@ -240,3 +247,67 @@ def find_dist_info(names: Sequence[str] | Iterable[str], project: str, *, source
     if canonicalize_name(stem) != canonicalize_name(project):
         raise ArchiveError(f"{source}: .dist-info directory {di} does not match the wheel name")
     return di
+
+
+# -- filenames -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedWheel:
+    """A wheel filename, parsed and validated."""
+
+    filename: str
+    name: str  # PEP 503-normalized
+    version: Version
+    build: tuple[int, str] | tuple[()]
+    tags: frozenset[Tag]
+    python_tags: tuple[str, ...]
+    abi_tags: tuple[str, ...]
+    platform_tags: tuple[str, ...]
+
+
+def _bad_filename(base: str, why: str) -> InvalidWheelFilename:
+    return InvalidWheelFilename(f"{base}: not a valid wheel filename ({why})")
+
+
+@lru_cache(maxsize=4096)
+def parse_wheel(filename: str) -> ParsedWheel:
+    """Parse a wheel filename (a path or URL path is cut to its last component).
+
+    The structure is read by ``wheel-filename`` (the binary distribution format's grammar);
+    on top of it the rules pip applies through ``packaging`` hold: the extension is ``.whl``,
+    the project name has no ``__``, the version is PEP 440, every interpreter tag is an
+    identifier. Raises :class:`~torchwheel.errors.InvalidWheelFilename` saying which rule
+    failed.
+    """
+    base = filename.rsplit("/", 1)[-1]
+    try:
+        wf = WheelFilename.parse(base)
+    except ParseError as exc:
+        raise _bad_filename(base, str(exc)) from None
+    if not base.endswith(".whl"):
+        raise _bad_filename(base, "extension must be '.whl'")
+    if "__" in wf.project:
+        raise _bad_filename(base, f"invalid project name {wf.project!r}")
+    try:
+        version = Version(wf.version)
+    except InvalidVersion:
+        raise _bad_filename(base, f"invalid version {wf.version!r}") from None
+    bad = [t for t in wf.python_tags if not t.isidentifier()]
+    if bad:
+        raise _bad_filename(base, f"invalid interpreter tag {bad[0]!r}")
+    return ParsedWheel(
+        filename=base,
+        name=canonicalize_name(wf.project),
+        version=version,
+        build=wf.build_tuple,
+        tags=frozenset(
+            Tag(py, abi, plat)
+            for py in wf.python_tags
+            for abi in wf.abi_tags
+            for plat in wf.platform_tags
+        ),
+        python_tags=tuple(wf.python_tags),
+        abi_tags=tuple(wf.abi_tags),
+        platform_tags=tuple(wf.platform_tags),
+    )

@@ -14,11 +14,12 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
-from ..errors import IndexPageError
+from ..errors import IndexPageError, InvalidWheelFilename
 from ..http import split_hash_fragment
+from ..wheelfile import parse_wheel
 
 __all__ = [
     "ACCEPT",
@@ -206,17 +207,17 @@ def wheel_candidates(links: Sequence[Link], project: str, source: str) -> list[C
         if not lk.filename.endswith(".whl"):
             continue
         try:
-            name, version, _build, _tags = parse_wheel_filename(lk.filename)
-        except (InvalidWheelFilename, InvalidVersion):
+            wheel = parse_wheel(lk.filename)
+        except InvalidWheelFilename:
             continue
-        if normalize_name(str(name)) != want:
+        if wheel.name != want:
             continue
         out.append(
             Candidate(
                 filename=lk.filename,
                 url=lk.url,
                 project=want,
-                version=version,
+                version=wheel.version,
                 sha256=lk.sha256,
                 requires_python=lk.requires_python,
                 yanked=lk.yanked,
