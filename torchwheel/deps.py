@@ -35,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
+from .download import fetch
 from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
 from .index import Candidate, IndexClient
 from .remote import read_remote_metadata
@@ -261,8 +262,6 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         data: bytes | None = None
         source = ""
         if w.url.startswith("file:") or "://" not in w.url:
-            from .download import fetch
-
             data = _local_metadata(fetch(w, cache_dir=self.cache_dir))
             source = "local"
         if data is None and w.has_metadata:
@@ -277,8 +276,6 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
                 data = None
             source = "range"
         if data is None:
-            from .download import fetch
-
             self.metadata_requests += 1
             data = _local_metadata(fetch(w, cache_dir=self.cache_dir, client=self.http))
             source = "wheel"
