@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ from tests.support.wheels import make_wheel, wheel_sha256
 from tests.support.worlds import populate
 from torchwheel import build_layer
 from torchwheel.cli import main
-from torchwheel.targets import quotas
+from torchwheel.errors import InputError
+from torchwheel.layer.build import BuildOptions, run_build
+from torchwheel.targets import make_target, quotas
 
 ARM = ["--runtime", "python3.12", "--arch", "arm64"]
 AL2023 = ["--runtime", "provided.al2023", "--python", "3.11", "--arch", "x86_64"]
@@ -248,3 +251,35 @@ def test_zip_only_build_equals_tree_build(
     assert run(capsys, "app", *ARM, "--index-url", world.url, "-o", str(b), "--tree",
                str(tmp_path / "t2"))[0] == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_build_options_drive_the_build(world: IndexServer, tmp_path: Path) -> None:
+    # one frozen options object: run_build(options) is what build_layer(**keywords) runs
+    options = BuildOptions(target=make_target(runtime="python3.12", arch="arm64"),
+                           packages=("app",), output=tmp_path / "opts.zip", index_url=world.url)
+    rep = run_build(options)
+    kw = build_layer(["app"], runtime="python3.12", arch="arm64", index_url=world.url,
+                     output=tmp_path / "kw.zip")
+    assert (tmp_path / "opts.zip").read_bytes() == (tmp_path / "kw.zip").read_bytes()
+    assert rep.sha256 == kw.sha256 and rep.packages == kw.packages and rep.steps == kw.steps
+    assert options.prefix == "python/lib/python3.12/site-packages" == rep.prefix
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.slim = True  # type: ignore[misc]
+
+
+def test_build_options_refuse_before_any_download(world: IndexServer, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    target = make_target(runtime="provided.al2023", arch="x86_64", python="3.11")
+    out = tmp_path / "x.zip"
+    world.clear_log()
+    with pytest.raises(InputError, match="nothing to write"):
+        BuildOptions(target=target, packages=("app",))
+    with pytest.raises(InputError, match="unknown layout 'nope'"):
+        BuildOptions(target=target, output=out, layout="nope")
+    with pytest.raises(InputError, match="compression level 11 is not between 0 and 9"):
+        build_layer(["app"], runtime="provided.al2023", python="3.11", index_url=world.url,
+                    output=out, compresslevel=11)
+    rc, _, err = run(capsys, "app", *AL2023, "--index-url", world.url, "-o", str(out),
+                     "--compression-level", "-1")
+    assert rc == 2 and "compression level -1 is not between 0 and 9" in err
+    assert world.requests == [] and not out.exists()

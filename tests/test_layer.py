@@ -7,6 +7,8 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -415,3 +417,30 @@ def test_zip64_end_records_for_many_members(tmp_path: Path) -> None:
         assert zr.members[-1].name == f"d{(n - 1) // 4096:02d}/f{n - 1:05d}"
     with zipfile.ZipFile(r.path) as zf:  # and the stdlib's
         assert len(zf.infolist()) == n and zf.read("d00/f00000") == b""
+
+
+def test_raw_copy_checks_the_wheels_local_header(tmp_path: Path, fancy_wheel: Path) -> None:
+    t = _tree(tmp_path / "t", fancy_wheel)
+    raw = t.raw_sources()
+    # the wheel changes after the install: a member's local header is no longer one
+    with ZipReader(fancy_wheel) as zr:
+        m = next(m for m in zr.members if m.name.endswith("_native.so"))
+    data = bytearray(fancy_wheel.read_bytes())
+    data[m.header_offset:m.header_offset + 4] = b"XXXX"
+    fancy_wheel.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match=r"_native\.so: bad local header") as info:
+        write_layer_zip(tmp_path / "t", tmp_path / "l.zip", raw_sources=raw)
+    assert fancy_wheel.name in str(info.value)
+    assert not (tmp_path / "l.zip").exists() and not list(tmp_path.glob(".l.zip*"))
+
+
+def test_layer_imports_without_the_build_pipeline() -> None:
+    # packed and check import the layer's steps; that must not load the resolver, httpx or
+    # layer.build (which imports packed: no cycle), and build_layer is there on first use
+    code = ("import sys, torchwheel.packed, torchwheel.layer as layer\n"
+            "heavy = ('httpx', 'resolvelib', 'torchwheel.deps', 'torchwheel.layer.build')\n"
+            "print([m for m in heavy if m in sys.modules])\n"
+            "print(layer.build_layer.__module__, 'torchwheel.layer.build' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[]", "torchwheel.layer.build True"]
