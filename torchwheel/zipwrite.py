@@ -131,15 +131,17 @@ def _walk(tree_root: Path) -> list[_Entry]:
                 rel = prefix + de.name
                 if de.is_symlink():  # files and directories alike: stored as links
                     target = os.readlink(de.path)
-                    out.append(_Entry(rel, de.path, len(target.encode()),
-                                      stat.S_IFLNK | 0o777, target, None))
+                    out.append(
+                        _Entry(
+                            rel, de.path, len(target.encode()), stat.S_IFLNK | 0o777, target, None
+                        )
+                    )
                 elif de.is_dir(follow_symlinks=False):
                     stack.append((de.path, rel + "/"))
                 elif de.is_file(follow_symlinks=False):
                     st = de.stat(follow_symlinks=False)
                     mode = 0o755 if st.st_mode & 0o111 else 0o644
-                    out.append(_Entry(rel, de.path, st.st_size, stat.S_IFREG | mode, None,
-                                      None))
+                    out.append(_Entry(rel, de.path, st.st_size, stat.S_IFREG | mode, None, None))
     out.sort(key=lambda e: e.name)
     return out
 
@@ -154,8 +156,14 @@ def _entries(
     if virtual:
         by_name = {e.name: e for e in entries}
         for rel, (vsrc, executable) in virtual.items():
-            by_name[rel] = _Entry(rel, "", vsrc.member.file_size,
-                                  stat.S_IFREG | (0o755 if executable else 0o644), None, vsrc)
+            by_name[rel] = _Entry(
+                rel,
+                "",
+                vsrc.member.file_size,
+                stat.S_IFREG | (0o755 if executable else 0o644),
+                None,
+                vsrc,
+            )
         entries = sorted(by_name.values(), key=lambda e: e.name)
     raw_map = raw_sources or {}
     for e in entries:
@@ -168,19 +176,57 @@ def _entries(
 # -- headers -------------------------------------------------------------------------------------
 
 
-def _local_header(name: bytes, flags: int, method: int, ddate: int, dtime: int, crc: int,
-                  csize: int, size: int, zip64: bool) -> bytes:
+def _local_header(
+    name: bytes,
+    flags: int,
+    method: int,
+    ddate: int,
+    dtime: int,
+    crc: int,
+    csize: int,
+    size: int,
+    zip64: bool,
+) -> bytes:
     if zip64:
         extra = struct.pack("<2H2Q", 1, 16, size, csize)
-        return _LFH.pack(b"PK\x03\x04", 45, flags, method, dtime, ddate, crc, _U32, _U32,
-                         len(name), len(extra)) + name + extra
+        return (
+            _LFH.pack(
+                b"PK\x03\x04",
+                45,
+                flags,
+                method,
+                dtime,
+                ddate,
+                crc,
+                _U32,
+                _U32,
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+        )
     version = 20 if method == ZIP_DEFLATED else 10
-    return _LFH.pack(b"PK\x03\x04", version, flags, method, dtime, ddate, crc, csize, size,
-                     len(name), 0) + name
+    return (
+        _LFH.pack(
+            b"PK\x03\x04", version, flags, method, dtime, ddate, crc, csize, size, len(name), 0
+        )
+        + name
+    )
 
 
-def _central_header(name: bytes, flags: int, method: int, ddate: int, dtime: int, crc: int,
-                    csize: int, size: int, offset: int, mode: int) -> bytes:
+def _central_header(
+    name: bytes,
+    flags: int,
+    method: int,
+    ddate: int,
+    dtime: int,
+    crc: int,
+    csize: int,
+    size: int,
+    offset: int,
+    mode: int,
+) -> bytes:
     extra = b""
     fields: list[int] = []
     if size >= _U32:
@@ -192,23 +238,43 @@ def _central_header(name: bytes, flags: int, method: int, ddate: int, dtime: int
     if fields:
         extra = struct.pack("<2H", 1, 8 * len(fields)) + struct.pack(f"<{len(fields)}Q", *fields)
     needed = 45 if fields else (20 if method == ZIP_DEFLATED else 10)
-    return _CDH.pack(
-        b"PK\x01\x02", (3 << 8) | needed, needed, flags, method, dtime, ddate, crc,
-        min(csize, _U32), min(size, _U32), len(name), len(extra), 0, 0, 0,
-        (mode & 0xFFFF) << 16, min(offset, _U32),
-    ) + name + extra
+    return (
+        _CDH.pack(
+            b"PK\x01\x02",
+            (3 << 8) | needed,
+            needed,
+            flags,
+            method,
+            dtime,
+            ddate,
+            crc,
+            min(csize, _U32),
+            min(size, _U32),
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            (mode & 0xFFFF) << 16,
+            min(offset, _U32),
+        )
+        + name
+        + extra
+    )
 
 
 def _end_records(count: int, cd_offset: int, cd_size: int, eocd64_at: int) -> bytes:
     """The end of central directory record, preceded by the ZIP64 ones when needed."""
     out = b""
     if count >= 0xFFFF or cd_offset >= _U32 or cd_size >= _U32:
-        out += _EOCD64.pack(b"PK\x06\x06", 44, (3 << 8) | 45, 45, 0, 0, count, count,
-                            cd_size, cd_offset)
+        out += _EOCD64.pack(
+            b"PK\x06\x06", 44, (3 << 8) | 45, 45, 0, 0, count, count, cd_size, cd_offset
+        )
         out += _LOC64.pack(b"PK\x06\x07", 0, eocd64_at, 1)
     n16 = min(count, 0xFFFF)
-    return out + _EOCD.pack(b"PK\x05\x06", 0, 0, n16, n16, min(cd_size, _U32),
-                            min(cd_offset, _U32), 0)
+    return out + _EOCD.pack(
+        b"PK\x05\x06", 0, 0, n16, n16, min(cd_size, _U32), min(cd_offset, _U32), 0
+    )
 
 
 # -- member data ---------------------------------------------------------------------------------
@@ -270,8 +336,14 @@ def _sha256_file(path: Path) -> str:
 class _Writer:
     """Writes members one after the other into ``out``; keeps their central headers."""
 
-    def __init__(self, out: BinaryIO, date_time: tuple[int, int], level: int,
-                 pool: cf.ThreadPoolExecutor, nworkers: int) -> None:
+    def __init__(
+        self,
+        out: BinaryIO,
+        date_time: tuple[int, int],
+        level: int,
+        pool: cf.ThreadPoolExecutor,
+        nworkers: int,
+    ) -> None:
         self.out = out
         self.ddate, self.dtime = date_time
         self.level = level
@@ -285,8 +357,12 @@ class _Writer:
     def __enter__(self) -> _Writer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for zr in self._readers.values():
             zr.close()
 
@@ -301,8 +377,11 @@ class _Writer:
         else:
             method, crc, csize = self._compress(e, name, flags)
             self.compressed += 1
-        self.central.append(_central_header(name, flags, method, self.ddate, self.dtime, crc,
-                                            csize, e.size, offset, e.mode))
+        self.central.append(
+            _central_header(
+                name, flags, method, self.ddate, self.dtime, crc, csize, e.size, offset, e.mode
+            )
+        )
 
     def finish(self) -> None:
         """The central directory and the end records."""
@@ -312,16 +391,18 @@ class _Writer:
         cd_end = self.out.tell()
         self.out.write(_end_records(len(self.central), cd_offset, cd_end - cd_offset, cd_end))
 
-    def _copy_raw(self, e: _Entry, src: RawSource, name: bytes,
-                  flags: int) -> tuple[int, int, int]:
+    def _copy_raw(self, e: _Entry, src: RawSource, name: bytes, flags: int) -> tuple[int, int, int]:
         zr = self._readers.get(src.wheel)
         if zr is None:
             zr = self._readers[src.wheel] = ZipReader(src.wheel)
         m = src.member
         data_off, csize = zr.data_range(m)  # the reader checks the local header
         zip64 = e.size >= _U32 or csize >= _U32
-        self.out.write(_local_header(name, flags, m.compress_type, self.ddate, self.dtime, m.crc,
-                                     csize, e.size, zip64))
+        self.out.write(
+            _local_header(
+                name, flags, m.compress_type, self.ddate, self.dtime, m.crc, csize, e.size, zip64
+            )
+        )
         _copy_range(zr.fileno(), self.out, data_off, csize)
         return m.compress_type, m.crc, csize
 
@@ -329,15 +410,17 @@ class _Writer:
         method = ZIP_DEFLATED if self.level > 0 and e.symlink is None else ZIP_STORED
         zip64 = e.size >= 0xF0000000
         header_at = self.out.tell()
-        self.out.write(_local_header(name, flags, method, self.ddate, self.dtime, 0, 0, e.size,
-                                     zip64))
+        self.out.write(
+            _local_header(name, flags, method, self.ddate, self.dtime, 0, 0, e.size, zip64)
+        )
         data_start = self.out.tell()
         crc = self._write_data(e, method)
         csize = self.out.tell() - data_start
         # patch the local header with the real CRC and sizes
         self.out.seek(header_at)
-        self.out.write(_local_header(name, flags, method, self.ddate, self.dtime, crc, csize,
-                                     e.size, zip64))
+        self.out.write(
+            _local_header(name, flags, method, self.ddate, self.dtime, crc, csize, e.size, zip64)
+        )
         self.out.seek(0, os.SEEK_END)
         return method, crc, csize
 
@@ -371,8 +454,7 @@ class _Writer:
             done += len(data)
             crc = zlib.crc32(data, crc)
             last = done >= e.size
-            pending.append(self.pool.submit(_deflate_chunk, data, prev[-_DICT:], self.level,
-                                            last))
+            pending.append(self.pool.submit(_deflate_chunk, data, prev[-_DICT:], self.level, last))
             prev = data
             while len(pending) >= window:
                 self.out.write(pending.pop(0).result())
@@ -406,12 +488,21 @@ def write_layer_zip(
     output.parent.mkdir(parents=True, exist_ok=True)
     entries = _entries(Path(tree_root), raw_sources, virtual)
     nworkers = workers or max(2, os.cpu_count() or 2)
-    with atomic_output(output, mode=0o644, fsync=True) as out, \
-            cf.ThreadPoolExecutor(nworkers) as pool, \
-            _Writer(out, date_time or zip_date_time(), compresslevel, pool, nworkers) as w:
+    with (
+        atomic_output(output, mode=0o644, fsync=True) as out,
+        cf.ThreadPoolExecutor(nworkers) as pool,
+        _Writer(out, date_time or zip_date_time(), compresslevel, pool, nworkers) as w,
+    ):
         for e in entries:
             w.add(e)
         w.finish()
         zipped = out.tell()
-    return ZipResult(output, zipped, sum(e.size for e in entries), len(entries), w.raw_copied,
-                     w.compressed, _sha256_file(output))
+    return ZipResult(
+        output,
+        zipped,
+        sum(e.size for e in entries),
+        len(entries),
+        w.raw_copied,
+        w.compressed,
+        _sha256_file(output),
+    )

@@ -239,30 +239,49 @@ def _progress_for(progress: ProgressCallback | None, name: str) -> Progress | No
     return update
 
 
-def _resolve_and_fetch(options: BuildOptions, index: IndexClient | None,
-                       client: httpx.Client | None, progress: ProgressCallback | None,
-                       clock: _Clock) -> _Fetched:
+def _resolve_and_fetch(
+    options: BuildOptions,
+    index: IndexClient | None,
+    client: httpx.Client | None,
+    progress: ProgressCallback | None,
+    clock: _Clock,
+) -> _Fetched:
     """Resolve the closure and fetch every wheel (and zstandard for a packed layer)."""
     own_index = index is None
     idx = index if index is not None else _open_index(options, client)
     try:
         with clock.step("resolve", since_start=True):
             closure = resolve_closure(
-                list(options.packages), options.target, idx, version=options.version,
+                list(options.packages),
+                options.target,
+                idx,
+                version=options.version,
                 no_deps=options.no_deps,
                 include_runtime_packages=options.include_runtime_packages,
-                prereleases=options.prereleases, cache_dir=options.cache_dir,
+                prereleases=options.prereleases,
+                cache_dir=options.cache_dir,
             )
         http = idx.client if client is None else client
         with clock.step("fetch"):
-            wheels = [(pin, fetch(pin.candidate, cache_dir=options.cache_dir, client=http,
-                                  progress=_progress_for(progress, pin.name),
-                                  offline=options.offline))
-                      for pin in closure.pins]
+            wheels = []
+            for pin in closure.pins:
+                path = fetch(
+                    pin.candidate,
+                    cache_dir=options.cache_dir,
+                    client=http,
+                    progress=_progress_for(progress, pin.name),
+                    offline=options.offline,
+                )
+                wheels.append((pin, path))
             zstd_wheel = None
             if options.packed and needs_zstandard(options.target):
-                zstd_wheel = resolve_zstandard(options.target, idx, cache_dir=options.cache_dir,
-                                               client=http, offline=options.offline)
+                zstd_wheel = resolve_zstandard(
+                    options.target,
+                    idx,
+                    cache_dir=options.cache_dir,
+                    client=http,
+                    offline=options.offline,
+                )
     finally:
         if own_index:
             idx.close()
@@ -278,19 +297,30 @@ def _materialize(options: BuildOptions) -> Callable[[str], bool] | None:
 
     def on_disk(rp: str) -> bool:
         return (options.strip and stripping.is_shared_object(rp)) or (
-            options.compile_bytecode and rp.endswith(".py"))
+            options.compile_bytecode and rp.endswith(".py")
+        )
 
     return on_disk
 
 
-def _install(options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path,
-             clock: _Clock) -> LayerTree:
+def _install(
+    options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path, clock: _Clock
+) -> LayerTree:
     with clock.step("install"):
-        lt = LayerTree(root, options.prefix, workers=options.workers, slim=options.slim,
-                       materialize=_materialize(options))
+        lt = LayerTree(
+            root,
+            options.prefix,
+            workers=options.workers,
+            slim=options.slim,
+            materialize=_materialize(options),
+        )
         for pin, path in wheels:
-            lt.install(path, requested=pin.requested, source_url=pin.candidate.url,
-                       sha256=pin.candidate.sha256)
+            lt.install(
+                path,
+                requested=pin.requested,
+                source_url=pin.candidate.url,
+                sha256=pin.candidate.sha256,
+            )
     return lt
 
 
@@ -312,26 +342,31 @@ def _edit(options: BuildOptions, lt: LayerTree, clock: _Clock) -> tuple[list[Ste
     return steps, would_save
 
 
-def _pack(options: BuildOptions, site: Path, zstd_wheel: Path | None,
-          clock: _Clock) -> tuple[Path, PackInfo]:
-    """The packed layer's root (a new temp directory) and what went into it."""
+def _pack(
+    options: BuildOptions, site: Path, out_root: Path, zstd_wheel: Path | None, clock: _Clock
+) -> PackInfo:
+    """Lay out the packed layer of the tree at ``site`` in ``out_root``."""
     with clock.step("pack"):
-        out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-",
-                                         dir=options.tree.parent if options.tree else None))
         level = PACKED_DEFAULT_LEVEL if options.zstd_level is None else options.zstd_level
-        info = make_packed_tree(site, out_root, options.target, zstandard_wheel=zstd_wheel,
-                                level=level)
-    return out_root, info
+        return make_packed_tree(
+            site, out_root, options.target, zstandard_wheel=zstd_wheel, level=level
+        )
 
 
-def _zip(options: BuildOptions, output: Path, lt: LayerTree, out_root: Path,
-         clock: _Clock) -> ZipResult:
+def _zip(
+    options: BuildOptions, output: Path, lt: LayerTree, out_root: Path, clock: _Clock
+) -> ZipResult:
     with clock.step("zip"):
         if options.packed:  # the archive is zstd already: storing it beats deflating it again
             return write_layer_zip(out_root, output, compresslevel=0, workers=options.workers)
-        return write_layer_zip(out_root, output, raw_sources=lt.raw_sources(),
-                               virtual=lt.virtual_files(), compresslevel=options.compresslevel,
-                               workers=options.workers)
+        return write_layer_zip(
+            out_root,
+            output,
+            raw_sources=lt.raw_sources(),
+            virtual=lt.virtual_files(),
+            compresslevel=options.compresslevel,
+            workers=options.workers,
+        )
 
 
 def _prepare_tree_dir(tree: Path) -> Path:
@@ -368,8 +403,10 @@ def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built
         steps, would_save = _edit(options, lt, clock)
         lt.finalize()
         pack_info = None
-        if options.packed:
-            out_root, pack_info = _pack(options, lt.site, fetched.zstd_wheel, clock)
+        if options.packed:  # the packed layer is laid out beside the tree (same filesystem)
+            parent = options.tree.parent if options.tree else None
+            out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-", dir=parent))
+            pack_info = _pack(options, lt.site, out_root, fetched.zstd_wheel, clock)
         zipped = None
         if options.output is not None:
             zipped = _zip(options, options.output, lt, out_root, clock)
@@ -387,30 +424,52 @@ def _package_sizes(lt: LayerTree) -> list[PackageSize]:
     pkgs = []
     for d in lt.dists.values():
         size = sum(lt.files[rp].size for rp in d.files if rp in lt.files)
-        pkgs.append(PackageSize(d.display_name, d.version, d.wheel.name, len(d.files), size,
-                                d.wheel_bytes, d.requested, d.source_url, d.sha256))
+        pkgs.append(
+            PackageSize(
+                d.display_name,
+                d.version,
+                d.wheel.name,
+                len(d.files),
+                size,
+                d.wheel_bytes,
+                d.requested,
+                d.source_url,
+                d.sha256,
+            )
+        )
     pkgs.sort(key=lambda p: -p.unzipped_bytes)
     return pkgs
 
 
-def _probe_older(options: BuildOptions, pkgs: list[PackageSize], unzipped: int,
-                 checks: list[QuotaCheck], index: IndexClient, client: httpx.Client | None,
-                 ) -> tuple[OlderRelease | None, list[str], bool]:
+def _probe_older(
+    options: BuildOptions,
+    pkgs: list[PackageSize],
+    unzipped: int,
+    checks: list[QuotaCheck],
+    index: IndexClient,
+    client: httpx.Client | None,
+) -> tuple[OlderRelease | None, list[str], bool]:
     """Over the hard quota with a requested package biggest: look for an older release that
     fits. Returns it (or None), notes, and whether the look-up ran to the end."""
     big = pkgs[0] if pkgs else None
     if big is None or not big.requested or not any(c.hard and not c.fits for c in checks):
         return None, [], False
     try:
-        older = find_older_release(big, unzipped, options.target, index, slimmed=options.slim,
-                                   client=client)
+        older = find_older_release(
+            big, unzipped, options.target, index, slimmed=options.slim, client=client
+        )
     except (TorchwheelError, httpx.HTTPError) as exc:
         return None, [f"could not look for an older {big.name} that fits: {exc}"], False
     return older, [], True
 
 
-def _report(options: BuildOptions, fetched: _Fetched, built: _Built,
-            client: httpx.Client | None, timings: dict[str, float]) -> LayerReport:
+def _report(
+    options: BuildOptions,
+    fetched: _Fetched,
+    built: _Built,
+    client: httpx.Client | None,
+    timings: dict[str, float],
+) -> LayerReport:
     lt, pack_info, zres = built.tree, built.pack_info, built.zipped
     pkgs = _package_sizes(lt)
     unzipped = lt.unzipped_bytes()
@@ -418,11 +477,19 @@ def _report(options: BuildOptions, fetched: _Fetched, built: _Built,
         unzipped = pack_info.layer_bytes
     largest = sorted(((tf.rel, tf.size) for tf in lt.files.values()), key=lambda x: (-x[1], x[0]))
     checks = quota_checks(zres.zipped_bytes if zres else None, unzipped)
-    older, probe_notes, probed_ok = _probe_older(options, pkgs, unzipped, checks, fetched.index,
-                                                 client)
-    advice = suggestions(checks, slimmed=options.slim, stripped=options.strip,
-                         slim_would_save=built.slim_would_save, packages=pkgs,
-                         human=human_bytes, older=older, probed_older=probed_ok)
+    older, probe_notes, probed_ok = _probe_older(
+        options, pkgs, unzipped, checks, fetched.index, client
+    )
+    advice = suggestions(
+        checks,
+        slimmed=options.slim,
+        stripped=options.strip,
+        slim_would_save=built.slim_would_save,
+        packages=pkgs,
+        human=human_bytes,
+        older=older,
+        probed_older=probed_ok,
+    )
     notes = [*fetched.closure.notes, *lt.notes, *probe_notes]
     if pack_info is not None:
         notes.extend(pack_info.notes)

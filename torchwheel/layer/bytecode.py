@@ -76,9 +76,15 @@ def _pyc_record_path(record_path: str, tag: str) -> str:
 def _compile_chunk(jobs: list[_Job]) -> list[str | None]:
     """Run one compiler worker on ``jobs``; per job None (compiled) or the reason it was not."""
     env = {"PYTHONHASHSEED": "0", "PYTHONUTF8": "1", "PATH": os.environ.get("PATH", "")}
-    proc = subprocess.run([sys.executable, "-S", "-s", "-c", _COMPILE_WORKER],
-                          input=json.dumps(jobs), capture_output=True, text=True, check=False,
-                          env=env, encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, "-S", "-s", "-c", _COMPILE_WORKER],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        encoding="utf-8",
+    )
     try:
         res = json.loads(proc.stdout) if proc.returncode == 0 else None
     except ValueError:
@@ -92,8 +98,11 @@ def _compile_chunk(jobs: list[_Job]) -> list[str | None]:
 def _sources(tree: LayerTree) -> list[str]:
     """The ``.py`` files to compile (sorted; no symlinks, caches or ``.dist-info``)."""
     return sorted(
-        rp for rp, tf in tree.files.items()
-        if rp.endswith(".py") and tf.symlink is None and "__pycache__" not in rp.split("/")
+        rp
+        for rp, tf in tree.files.items()
+        if rp.endswith(".py")
+        and tf.symlink is None
+        and "__pycache__" not in rp.split("/")
         and not rp.split("/", 1)[0].endswith(".dist-info")
     )
 
@@ -119,7 +128,7 @@ def _write_out_virtual(tree: LayerTree, sources: list[str]) -> None:
 def _compile_all(jobs: list[_Job], workers: int) -> dict[str, str | None]:
     """Source path → None (compiled) or why not, from fixed runs of ``_COMPILE_CHUNK`` files
     (see :data:`_COMPILE_WORKER`; a process costs ~20 ms to start)."""
-    chunks = [jobs[i:i + _COMPILE_CHUNK] for i in range(0, len(jobs), _COMPILE_CHUNK)]
+    chunks = [jobs[i : i + _COMPILE_CHUNK] for i in range(0, len(jobs), _COMPILE_CHUNK)]
     with cf.ThreadPoolExecutor(workers) as pool:
         answers = list(pool.map(_compile_chunk, chunks))
     results: dict[str, str | None] = {}
@@ -168,6 +177,11 @@ def compile_bytecode(tree: LayerTree, target: Target, *, workers: int | None = N
     note = None
     if failed:
         note = f"{len(failed)} file(s) did not compile, left as source (first: {failed[0]})"
-    return StepResult("compile", f"bytecode for CPython {target.python_str} "
-                      "(unchecked-hash .pyc, optimization 0)", done, 0, note=note,
-                      bytes_added=added)
+    return StepResult(
+        "compile",
+        f"bytecode for CPython {target.python_str} (unchecked-hash .pyc, optimization 0)",
+        done,
+        0,
+        note=note,
+        bytes_added=added,
+    )

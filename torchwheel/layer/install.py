@@ -167,8 +167,10 @@ class WheelSource:
     def record_entry(self, m: ZipMember) -> RecordEntry | None:
         """``m``'s RECORD row (None for an unlisted signature file); unlisted members raise."""
         entry = self.record.get(m.name)
-        if entry is None and m.name not in (f"{self.dist_info}/RECORD.jws",
-                                            f"{self.dist_info}/RECORD.p7s"):
+        if entry is None and m.name not in (
+            f"{self.dist_info}/RECORD.jws",
+            f"{self.dist_info}/RECORD.p7s",
+        ):
             raise ArchiveError(f"{self.label}: {m.name} is not listed in RECORD")
         return entry
 
@@ -339,8 +341,9 @@ class LayerTree:
         counts[1] += m.file_size
         return True
 
-    def _extract(self, src: WheelSource, wheel: Path, jobs: list[_Job],
-                 dist: InstalledWheel) -> None:
+    def _extract(
+        self, src: WheelSource, wheel: Path, jobs: list[_Job], dist: InstalledWheel
+    ) -> None:
         """Write the members in parallel, biggest first; record them in wheel order."""
         self._make_dirs({posixpath.dirname(j.dest) for j in jobs}, src.label)
 
@@ -358,8 +361,7 @@ class LayerTree:
                 owner = self.dists[prev.dist]
                 owner.files.pop(job.dest, None)
                 dist.notes.append(
-                    f"{dist.display_name}: {job.dest} overwrites the file of "
-                    f"{owner.display_name}"
+                    f"{dist.display_name}: {job.dest} overwrites the file of {owner.display_name}"
                 )
             self.files[job.dest] = by_dest[job.dest]
             dist.files[job.dest] = None
@@ -398,9 +400,15 @@ class LayerTree:
         if real != root_real and not real.startswith(root_real + os.sep):
             path.unlink()
             raise escape
-        return TreeFile(rel=f"{self.prefix}/{dest}", record_path=dest, dist=owner,
-                        size=len(target.encode()), hash=digest, executable=False,
-                        symlink=target)
+        return TreeFile(
+            rel=f"{self.prefix}/{dest}",
+            record_path=dest,
+            dist=owner,
+            size=len(target.encode()),
+            hash=digest,
+            executable=False,
+            symlink=target,
+        )
 
     def _write_file(self, src: WheelSource, wheel: Path, job: _Job, owner: str) -> TreeFile:
         """Stream one member to disk (or only through the hash, for a virtual file)."""
@@ -409,8 +417,7 @@ class LayerTree:
         mode = m.mode or 0
         executable = bool(mode and stat.S_ISREG(mode) and mode & 0o111)
         raw = RawSource(wheel, m) if m.compress_type in (ZIP_STORED, ZIP_DEFLATED) else None
-        virtual = raw is not None and self.materialize is not None and not self.materialize(
-            dest)
+        virtual = raw is not None and self.materialize is not None and not self.materialize(dest)
         if path.is_symlink() or (virtual and path.exists()):
             path.unlink()
         if virtual:  # verify (CRC + RECORD) without writing
@@ -425,8 +432,16 @@ class LayerTree:
             raise ArchiveError(
                 f"{src.label}: {m.name}: sha256 does not match RECORD (corrupt wheel)"
             )
-        return TreeFile(rel=f"{self.prefix}/{dest}", record_path=dest, dist=owner, size=size,
-                        hash=digest, executable=executable, raw=raw, virtual=virtual)
+        return TreeFile(
+            rel=f"{self.prefix}/{dest}",
+            record_path=dest,
+            dist=owner,
+            size=size,
+            hash=digest,
+            executable=executable,
+            raw=raw,
+            virtual=virtual,
+        )
 
     # -- edits ---------------------------------------------------------------------------------
 
@@ -458,8 +473,14 @@ class LayerTree:
     def add_file(self, record_path: str, owner: str, data: bytes) -> TreeFile:
         """Record a file already written at ``record_path`` with content ``data`` as part of
         distribution ``owner`` (listed in its RECORD at :meth:`finalize`)."""
-        tf = TreeFile(rel=f"{self.prefix}/{record_path}", record_path=record_path, dist=owner,
-                      size=len(data), hash=Hash.of(data), executable=False)
+        tf = TreeFile(
+            rel=f"{self.prefix}/{record_path}",
+            record_path=record_path,
+            dist=owner,
+            size=len(data),
+            hash=Hash.of(data),
+            executable=False,
+        )
         self.files[record_path] = tf
         self.dists[owner].files[record_path] = None
         return tf
@@ -476,14 +497,18 @@ class LayerTree:
             dist.files.pop(inst_rel, None)
             dist.files.pop(rec_rel, None)
             self.add_file(inst_rel, dist.name, INSTALLER_NAME)
-            rows = [RecordEntry(rp, self.files[rp].hash, self.files[rp].size)
-                    for rp in dist.files]
+            rows = [RecordEntry(rp, self.files[rp].hash, self.files[rp].size) for rp in dist.files]
             data = write_record([*rows, RecordEntry(rec_rel, None, None)])
             (di / "RECORD").write_bytes(data)
             os.chmod(di / "RECORD", 0o644)
-            self.files[rec_rel] = TreeFile(rel=f"{self.prefix}/{rec_rel}", record_path=rec_rel,
-                                           dist=dist.name, size=len(data), hash=None,
-                                           executable=False)
+            self.files[rec_rel] = TreeFile(
+                rel=f"{self.prefix}/{rec_rel}",
+                record_path=rec_rel,
+                dist=dist.name,
+                size=len(data),
+                hash=None,
+                executable=False,
+            )
             dist.files[rec_rel] = None
 
     # -- views ---------------------------------------------------------------------------------
@@ -507,8 +532,9 @@ class LayerTree:
         return sum(tf.size for tf in self.files.values())
 
 
-def _hash_chunks(chunks: Iterator[bytes],
-                 write: Callable[[bytes], object] | None) -> tuple[int, Hash]:
+def _hash_chunks(
+    chunks: Iterator[bytes], write: Callable[[bytes], object] | None
+) -> tuple[int, Hash]:
     """Size and RECORD hash of ``chunks``, each passed to ``write`` as well when given."""
     h = hashlib.sha256()
     size = 0

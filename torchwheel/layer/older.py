@@ -52,6 +52,12 @@ def find_older_release(
         if slimmed:
             total -= sum(n for name, n in size.largest if slim_rule_for(name) is not None)
         if total <= budget:
-            return OlderRelease(package.name, str(cand.version), cand.filename, total,
-                                layer_bytes - package.unzipped_bytes + total, probed)
+            return OlderRelease(
+                package.name,
+                str(cand.version),
+                cand.filename,
+                total,
+                layer_bytes - package.unzipped_bytes + total,
+                probed,
+            )
     return None

@@ -66,10 +66,15 @@ class PackageSize:
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
-            "name": self.name, "version": self.version, "wheel": self.wheel,
-            "files": self.files, "unzipped_bytes": self.unzipped_bytes,
-            "wheel_bytes": self.wheel_bytes, "requested": self.requested,
-            "source_url": self.source_url, "sha256": self.sha256,
+            "name": self.name,
+            "version": self.version,
+            "wheel": self.wheel,
+            "files": self.files,
+            "unzipped_bytes": self.unzipped_bytes,
+            "wheel_bytes": self.wheel_bytes,
+            "requested": self.requested,
+            "source_url": self.source_url,
+            "sha256": self.sha256,
         }
 
 
@@ -86,8 +91,14 @@ class QuotaCheck:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"name": self.name, "limit": self.limit, "actual": self.actual, "fits": self.fits,
-                "over_by": self.over_by, "hard": self.hard}
+        return {
+            "name": self.name,
+            "limit": self.limit,
+            "actual": self.actual,
+            "fits": self.fits,
+            "over_by": self.over_by,
+            "hard": self.hard,
+        }
 
 
 @dataclass(frozen=True)
@@ -104,9 +115,14 @@ class OlderRelease:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"package": self.package, "version": self.version, "wheel": self.wheel,
-                "unzipped_bytes": self.unzipped_bytes, "layer_bytes": self.layer_bytes,
-                "probed": self.probed}
+        return {
+            "package": self.package,
+            "version": self.version,
+            "wheel": self.wheel,
+            "unzipped_bytes": self.unzipped_bytes,
+            "layer_bytes": self.layer_bytes,
+            "probed": self.probed,
+        }
 
 
 @dataclass(frozen=True)
@@ -147,8 +163,12 @@ class LayerReport:
         """The ``build --json`` document (schema in docs/json-schema.md)."""
         return {
             "schema": "torchwheel.build/1",
-            "target": {"label": self.target, "runtime": self.runtime, "arch": self.arch,
-                       "python": self.python},
+            "target": {
+                "label": self.target,
+                "runtime": self.runtime,
+                "arch": self.arch,
+                "python": self.python,
+            },
             "layout": self.layout,
             "prefix": self.prefix,
             "output": str(self.output) if self.output else None,
@@ -176,12 +196,27 @@ class LayerReport:
 def quota_checks(zipped: int | None, unzipped: int) -> list[QuotaCheck]:
     """The layer's sizes against Lambda's quotas (from the facts file)."""
     q = quotas()
-    out = [QuotaCheck("unzipped (function + all layers)", q.unzipped, unzipped,
-                      unzipped <= q.unzipped, max(0, unzipped - q.unzipped), True)]
+    out = [
+        QuotaCheck(
+            "unzipped (function + all layers)",
+            q.unzipped,
+            unzipped,
+            unzipped <= q.unzipped,
+            max(0, unzipped - q.unzipped),
+            True,
+        )
+    ]
     if zipped is not None:
-        out.append(QuotaCheck("zipped, direct upload", q.direct_upload_zipped, zipped,
-                              zipped <= q.direct_upload_zipped,
-                              max(0, zipped - q.direct_upload_zipped), False))
+        out.append(
+            QuotaCheck(
+                "zipped, direct upload",
+                q.direct_upload_zipped,
+                zipped,
+                zipped <= q.direct_upload_zipped,
+                max(0, zipped - q.direct_upload_zipped),
+                False,
+            )
+        )
     return out
 
 

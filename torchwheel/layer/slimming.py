@@ -33,9 +33,15 @@ def slim(tree: LayerTree, *, dry_run: bool = False) -> list[StepResult]:
         else:
             saved = sum(tree.remove(rp) for rp in hits)
         before = tree.slimmed.get(rule.name, [0, 0])  # left out while installing
-        results.append(StepResult(f"slim: {rule.name}", rule.description,
-                                  len(hits) + before[0], saved + before[1],
-                                  applied=not dry_run))
+        results.append(
+            StepResult(
+                f"slim: {rule.name}",
+                rule.description,
+                len(hits) + before[0],
+                saved + before[1],
+                applied=not dry_run,
+            )
+        )
     if not dry_run:
         tree.prune_empty_dirs()
     return results

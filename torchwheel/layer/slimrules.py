@@ -32,28 +32,43 @@ _TEST_LIB_RE = re.compile(r"^torch/lib/lib[^/]*_test\.so(\.[0-9.]+)?$")
 def slim_rules() -> list[SlimRule]:
     """The ``--slim`` steps, in the order they are applied (first match counts)."""
     return [
-        SlimRule("torch/test", "torch's C++ test executables (torch/test/)",
-                 lambda p: p.startswith("torch/test/")),
-        SlimRule("torch/include", "C++ headers for building extensions (torch/include/)",
-                 lambda p: p.startswith("torch/include/")),
+        SlimRule(
+            "torch/test",
+            "torch's C++ test executables (torch/test/)",
+            lambda p: p.startswith("torch/test/"),
+        ),
+        SlimRule(
+            "torch/include",
+            "C++ headers for building extensions (torch/include/)",
+            lambda p: p.startswith("torch/include/"),
+        ),
         SlimRule(
             "torch/bin",
             "test binaries, protoc and test models in torch/bin/ (torch_shm_manager is kept)",
             lambda p: p.startswith("torch/bin/") and p != "torch/bin/torch_shm_manager",
         ),
-        SlimRule("torch test libraries", "test-only libraries torch/lib/lib*_test.so",
-                 lambda p: bool(_TEST_LIB_RE.match(p))),
+        SlimRule(
+            "torch test libraries",
+            "test-only libraries torch/lib/lib*_test.so",
+            lambda p: bool(_TEST_LIB_RE.match(p)),
+        ),
         SlimRule(
             "caffe2 leftovers",
             "caffe2/ and CMake package files (caffe2, torch/share/cmake/)",
             lambda p: p.startswith(("caffe2/", "torch/share/cmake/")),
         ),
         SlimRule("static libraries", "static archives (*.a)", lambda p: p.endswith(".a")),
-        SlimRule("headers", "C/C++ headers of compiled code (*.h, *.hpp, ...)",
-                 lambda p: bool(_HEADER_RE.search(p))),
+        SlimRule(
+            "headers",
+            "C/C++ headers of compiled code (*.h, *.hpp, ...)",
+            lambda p: bool(_HEADER_RE.search(p)),
+        ),
         SlimRule("type stubs", "type stubs (*.pyi)", lambda p: p.endswith(".pyi")),
-        SlimRule("__pycache__", "bytecode caches (__pycache__/)",
-                 lambda p: "__pycache__" in p.split("/")[:-1]),
+        SlimRule(
+            "__pycache__",
+            "bytecode caches (__pycache__/)",
+            lambda p: "__pycache__" in p.split("/")[:-1],
+        ),
     ]
 
 

@@ -45,7 +45,9 @@ def _strip_one(tool: str, tree: LayerTree, rp: str, failures: list[str]) -> int:
     try:
         proc = subprocess.run(
             [tool, "--strip-unneeded", "-o", tmp, str(path)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             failures.append(f"{rp}: {proc.stderr.strip().splitlines()[-1:] or ['failed']}")
@@ -74,17 +76,27 @@ def strip(
     """
     tool = strip_tool or shutil.which("strip")
     if tool is None:
-        return StepResult("strip", _DESCRIPTION, 0, 0, applied=False,
-                          note="no strip program found (install binutils); skipped")
+        return StepResult(
+            "strip",
+            _DESCRIPTION,
+            0,
+            0,
+            applied=False,
+            note="no strip program found (install binutils); skipped",
+        )
     candidates = [
-        rp for rp, tf in tree.files.items()
-        if tf.symlink is None and is_shared_object(rp)
+        rp
+        for rp, tf in tree.files.items()
+        if tf.symlink is None
+        and is_shared_object(rp)
         and not rp.split("/", 1)[0].endswith(".dist-info")
     ]
     machines = {rp: _elf_machine(tree.site / rp) for rp in candidates}
     not_elf = [rp for rp, mach in machines.items() if mach is None]
-    todo = sorted((rp for rp, mach in machines.items() if mach is not None),
-                  key=lambda rp: -tree.files[rp].size)
+    todo = sorted(
+        (rp for rp, mach in machines.items() if mach is not None),
+        key=lambda rp: -tree.files[rp].size,
+    )
     failures: list[str] = []
     with cf.ThreadPoolExecutor(workers or tree.workers) as pool:
         saved = list(pool.map(lambda rp: _strip_one(tool, tree, rp, failures), todo))
@@ -93,5 +105,10 @@ def strip(
         notes.append(f"{len(not_elf)} file(s) not parsed as ELF, left alone")
     if failures:
         notes.append(f"strip failed on {len(failures)} file(s), left alone: {failures[0]}")
-    return StepResult("strip", _DESCRIPTION, sum(1 for s in saved if s > 0), sum(saved),
-                      note="; ".join(notes) or None)
+    return StepResult(
+        "strip",
+        _DESCRIPTION,
+        sum(1 for s in saved if s > 0),
+        sum(saved),
+        note="; ".join(notes) or None,
+    )
