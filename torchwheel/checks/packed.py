@@ -21,7 +21,6 @@ from typing import IO, Any, BinaryIO, cast
 
 from ..errors import ArchiveError
 from ..loader import torchwheel_loader as loader
-from ..packed import MANIFEST_DIR, MANIFEST_NAME
 from ..targets import Target, quotas
 from ..wheelfile import MAX_METADATA_BYTES
 from .model import INFO, CheckState, Expansion, Finding, LayerEntry, finding
@@ -34,6 +33,10 @@ KEEP_RAW = 1 << 20
 _CHUNK = 1 << 20
 #: The unit /tmp space is counted in (a file or directory takes whole 4 KiB blocks).
 _DISK_BLOCK = 4096
+# The layout the loader reads (torchwheel.packed writes the same names; importing the loader,
+# not the builder, keeps `check` from loading the layer installer).
+MANIFEST_DIR = loader.MANIFEST_DIR
+MANIFEST_NAME = loader.MANIFEST_NAME
 _ARCHIVE_DIR = f"python/{MANIFEST_DIR}/"
 
 _Access = tuple[Callable[[], BinaryIO], Callable[[], Iterator[bytes]]]
