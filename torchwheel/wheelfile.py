@@ -47,8 +47,19 @@ __all__ = [
 ]
 
 #: Hash algorithms a RECORD may use (installer refuses md5 and sha1 too).
-ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384",
-                                "sha3_512", "blake2b", "blake2s", "sha224"})
+ALLOWED_ALGORITHMS = frozenset(
+    {
+        "sha256",
+        "sha384",
+        "sha512",
+        "sha3_256",
+        "sha3_384",
+        "sha3_512",
+        "blake2b",
+        "blake2s",
+        "sha224",
+    }
+)
 #: A RECORD size with more digits than this is not a file size (2**64 has 20 digits).
 MAX_SIZE_DIGITS = 20
 #: Longest RECORD field accepted (csv's own default limit, stated here rather than global).
@@ -102,14 +113,19 @@ class RecordEntry:
 
     def to_row(self) -> tuple[str, str, str]:
         """The three CSV fields."""
-        return (self.path, "" if self.hash is None else str(self.hash),
-                "" if self.size is None else str(self.size))
+        return (
+            self.path,
+            "" if self.hash is None else str(self.hash),
+            "" if self.size is None else str(self.size),
+        )
 
 
 def _decode(data: bytes, source: str, what: str, strict: bool) -> str:
     if len(data) > MAX_METADATA_BYTES:
-        raise ArchiveError(f"{source}: {what} is {len(data):,} bytes, over the "
-                           f"{MAX_METADATA_BYTES:,}-byte limit for metadata files")
+        raise ArchiveError(
+            f"{source}: {what} is {len(data):,} bytes, over the "
+            f"{MAX_METADATA_BYTES:,}-byte limit for metadata files"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -125,6 +141,28 @@ def _size(text: str, source: str) -> int | None:
     if not text.isascii() or not text.isdigit() or len(text) > MAX_SIZE_DIGITS:
         raise ArchiveError(f"{source}: RECORD size {text[:40]!r} is not a file size")
     return int(text)
+
+
+def _entry_hash(digest: str, source: str, strict: bool) -> Hash | None:
+    """The row's hash; lenient mode keeps an unreadable one as ``Hash("?", text)``."""
+    if not digest:
+        return None
+    try:
+        return Hash.parse(digest, source=source)
+    except ArchiveError:
+        if strict:
+            raise
+        return Hash("?", digest)
+
+
+def _entry_size(text: str, source: str, strict: bool) -> int | None:
+    """The row's size; lenient mode turns an unreadable one into ``None``."""
+    try:
+        return _size(text, source)
+    except ArchiveError:
+        if strict:
+            raise
+        return None
 
 
 def parse_record(data: bytes, *, source: str = "RECORD", strict: bool = True) -> list[RecordEntry]:
@@ -149,18 +187,17 @@ def parse_record(data: bytes, *, source: str = "RECORD", strict: bool = True) ->
             path = row[0]
             digest = row[1] if len(row) > 1 else ""
             size_text = row[2] if len(row) > 2 else ""
-            try:
-                h = Hash.parse(digest, source=source) if digest else None
-                size = _size(size_text, source)
-            except ArchiveError:
-                if strict:
-                    raise
-                h = Hash("?", digest) if digest else None
-                size = None
-            entries.append(RecordEntry(path, h, size))
+            entries.append(
+                RecordEntry(
+                    path,
+                    _entry_hash(digest, source, strict),
+                    _entry_size(size_text, source, strict),
+                )
+            )
     except csv.Error as exc:
-        raise ArchiveError(f"{source}: RECORD is not valid CSV (line {reader.line_num}: "
-                           f"{exc})") from None
+        raise ArchiveError(
+            f"{source}: RECORD is not valid CSV (line {reader.line_num}: {exc})"
+        ) from None
     return entries
 
 
@@ -173,8 +210,9 @@ def write_record(entries: Iterable[RecordEntry]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def parse_headers(data: bytes, *, source: str, what: str = "METADATA",
-                  strict: bool = True) -> Message:
+def parse_headers(
+    data: bytes, *, source: str, what: str = "METADATA", strict: bool = True
+) -> Message:
     """RFC 822 headers (METADATA, WHEEL, PKG-INFO) as an :class:`email.message.Message`."""
     return HeaderParser().parsestr(_decode(data, source, what, strict))
 
@@ -189,8 +227,9 @@ class Metadata:
     requires_python: str | None
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, source: str = "<metadata>",
-                   strict: bool = True) -> Metadata:
+    def from_bytes(
+        cls, data: bytes, *, source: str = "<metadata>", strict: bool = True
+    ) -> Metadata:
         """Parse core metadata; ``strict`` demands UTF-8 and both Name and Version."""
         msg = parse_headers(data, source=source, what="core metadata", strict=strict)
         name = str(msg.get("Name") or "").strip()
