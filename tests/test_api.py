@@ -11,7 +11,7 @@ def test_every_public_name_resolves() -> None:
     for name in torchwheel.__all__:
         assert getattr(torchwheel, name) is not None, name
     # the modules behind the functions carry other names, so nothing shadows them
-    importlib.import_module("torchwheel.checks.driver")
+    importlib.import_module("torchwheel.checks")
     importlib.import_module("torchwheel.resolution")
 
     assert callable(torchwheel.resolve) and callable(torchwheel.check)

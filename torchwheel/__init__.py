@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 # Public name -> module that defines it. Loaded on first use (PEP 562), so that
 # `python -m torchwheel check` does not pay for httpx, rich tables or resolvelib.
 _EXPORTS: dict[str, str] = {
-    "CheckReport": "checks.driver", "Finding": "checks.driver", "check": "checks.driver",
+    "CheckReport": "checks", "Finding": "checks", "check": "checks",
     "ArchiveError": "errors", "DataError": "errors", "ELFError": "errors",
     "HashMismatch": "errors", "IndexPageError": "errors",
     "InputError": "errors", "InvalidWheelFilename": "errors", "NetworkError": "errors",
@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
-    from .checks.driver import CheckReport, Finding, check
+    from .checks import CheckReport, Finding, check
     from .download import fetch
     from .errors import (
         ArchiveError,
