@@ -7,10 +7,9 @@ Two entry points:
   same code serves a local file (``os.pread``) and a remote one (HTTP ``Range`` requests). It
   tries to need a single read: the last 64 KiB of the archive hold the end records and, for
   most archives, the whole central directory.
-* :class:`ZipReader` opens a local zip file and streams members: stored or deflated, inflated
-  with ``isal.isal_zlib`` when it is importable (several times faster than zlib) and stdlib
-  ``zlib`` otherwise, CRC-32 checked at the end of each member. Memory is bounded by what the
-  caller asks for, never the archive.
+* :class:`ZipReader` opens a local zip file and streams members (:mod:`torchwheel.zipstream`
+  inflates them and checks their CRC-32). Memory is bounded by what the caller asks for,
+  never the archive.
 
 Member names are reported as they are: ``../x`` or ``/etc/passwd`` are not rejected here (the
 ``check`` command reports them); :func:`is_unsafe_name` says whether a name would escape the
@@ -21,21 +20,32 @@ message starting with the source's name.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import stat
 import struct
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
-from typing import Any, BinaryIO, cast
+from types import TracebackType
+from typing import BinaryIO, cast
 
 from .errors import ArchiveError
+from .zipstream import (
+    CHUNK,
+    SUPPORTED_METHODS,
+    ZIP_DEFLATED,
+    ZIP_STORED,
+    MemberStream,
+    crc32,
+    decompressobj,
+    inflate_backend,
+    inflate_errors,
+)
 
 __all__ = [
+    "CHUNK",
+    "SUPPORTED_METHODS",
     "ZIP_DEFLATED",
     "ZIP_STORED",
     "ZipMember",
@@ -45,21 +55,9 @@ __all__ = [
     "read_central_directory",
 ]
 
-ZIP_STORED = 0
-ZIP_DEFLATED = 8
-
-_zlib: ModuleType
-try:  # isal is an optional, much faster inflate with the zlib API
-    from isal import isal_zlib as _isal_zlib
-
-    _zlib = _isal_zlib
-except ImportError:  # pragma: no cover - exercised only where isal is missing
-    _zlib = zlib
 
 #: Bytes read from the end of an archive in the first request (EOCD + most central directories).
 TAIL_READ = 64 * 1024
-#: Size of compressed input chunks read while inflating a member.
-CHUNK = 1 << 20
 
 # sig, disk, cd disk, entries here, entries, cd size, cd offset, comment length
 _EOCD = struct.Struct("<4s4H2LH")
@@ -75,14 +73,6 @@ _LFH = struct.Struct("<4s2B4HL2L2H")
 _LFH_SIG = b"PK\x03\x04"
 _U32_MAX = 0xFFFFFFFF
 _U16_MAX = 0xFFFF
-
-#: Compression methods :meth:`ZipReader.open` can stream.
-SUPPORTED_METHODS = frozenset({ZIP_STORED, ZIP_DEFLATED})
-
-
-def inflate_backend() -> str:
-    """The inflate implementation in use: ``"isal"`` or ``"zlib"``."""
-    return "isal" if _zlib is not zlib else "zlib"
 
 
 @dataclass(frozen=True)
@@ -159,6 +149,39 @@ def _find_eocd(tail: bytes, tail_start: int, size: int) -> int:
     return fallback
 
 
+def _zip64_end(
+    read: Callable[[int, int], bytes], tail: bytes, tail_start: int, eocd_abs: int, label: str
+) -> tuple[tuple[int, int, int, int, int, int], int] | None:
+    """The ZIP64 end record's (disk, cd disk, entries here, entries, cd size, cd offset) and
+    its absolute position, or None when the archive has no ZIP64 locator."""
+
+    def at(offset: int, length: int) -> bytes:
+        if offset >= tail_start:
+            return tail[offset - tail_start : offset - tail_start + length]
+        return read(offset, length)
+
+    loc_abs = eocd_abs - _LOC64.size
+    if loc_abs < 0:
+        return None
+    loc = at(loc_abs, _LOC64.size)
+    if loc[:4] != _LOC64_SIG:
+        return None
+    _s, _d, eocd64_rel, _disks = _LOC64.unpack(loc)
+    # the EOCD64 record sits right before the locator (prepended data shifts offsets)
+    eocd64_abs = loc_abs - _EOCD64.size
+    if eocd64_abs < 0:
+        raise ArchiveError(f"{label}: truncated archive (ZIP64 end record missing)")
+    rec = at(eocd64_abs, _EOCD64.size)
+    if rec[:4] != _EOCD64_SIG:
+        # non-standard: an EOCD64 with extensible data; trust the locator's offset
+        rec = read(eocd64_rel, _EOCD64.size)
+        eocd64_abs = eocd64_rel
+        if rec[:4] != _EOCD64_SIG:
+            raise ArchiveError(f"{label}: corrupt ZIP64 end of central directory")
+    (_s, _rs, _mb, _ne, disk, cd_disk, n_here, n_total, cd_size, cd_offset) = _EOCD64.unpack(rec)
+    return (disk, cd_disk, n_here, n_total, cd_size, cd_offset), eocd64_abs
+
+
 def read_central_directory(
     read_at: Callable[[int, int], bytes], size: int, *, source: str = ""
 ) -> list[ZipMember]:
@@ -195,39 +218,13 @@ def read_central_directory(
     if pos < 0:
         raise ArchiveError(f"{label}: not a zip archive (no end of central directory record)")
 
-    (_sig, disk, cd_disk, n_here, n_total, cd_size, cd_offset, _clen) = _EOCD.unpack_from(
-        tail, pos
-    )
+    (_sig, disk, cd_disk, n_here, n_total, cd_size, cd_offset, _clen) = _EOCD.unpack_from(tail, pos)
     eocd_abs = tail_start + pos
     cd_end_abs = eocd_abs  # where the central directory should end (before the end records)
-    loc_abs = eocd_abs - _LOC64.size
-    zip64 = False
-    if loc_abs >= 0:
-        if loc_abs >= tail_start:
-            loc = tail[loc_abs - tail_start : loc_abs - tail_start + _LOC64.size]
-        else:
-            loc = read(loc_abs, _LOC64.size)
-        if loc[:4] == _LOC64_SIG:
-            zip64 = True
-            _s, _d, eocd64_rel, _disks = _LOC64.unpack(loc)
-            # the EOCD64 record sits right before the locator (prepended data shifts offsets)
-            eocd64_abs = loc_abs - _EOCD64.size
-            if eocd64_abs < 0:
-                raise ArchiveError(f"{label}: truncated archive (ZIP64 end record missing)")
-            if eocd64_abs >= tail_start:
-                rec = tail[eocd64_abs - tail_start : eocd64_abs - tail_start + _EOCD64.size]
-            else:
-                rec = read(eocd64_abs, _EOCD64.size)
-            if rec[:4] != _EOCD64_SIG:
-                # non-standard: an EOCD64 with extensible data; trust the locator's offset
-                rec = read(eocd64_rel, _EOCD64.size)
-                eocd64_abs = eocd64_rel
-                if rec[:4] != _EOCD64_SIG:
-                    raise ArchiveError(f"{label}: corrupt ZIP64 end of central directory")
-            (_s, _rs, _mb, _ne, disk, cd_disk, n_here, n_total, cd_size, cd_offset) = (
-                _EOCD64.unpack(rec)
-            )
-            cd_end_abs = eocd64_abs
+    z64 = _zip64_end(read, tail, tail_start, eocd_abs, label)
+    zip64 = z64 is not None
+    if z64 is not None:
+        (disk, cd_disk, n_here, n_total, cd_size, cd_offset), cd_end_abs = z64
     if disk != 0 or cd_disk != 0 or n_here != n_total:
         raise ArchiveError(f"{label}: multi-disk (split) archives are not supported")
     concat = cd_end_abs - cd_size - cd_offset
@@ -282,8 +279,27 @@ def _parse_cd(
     while pos < n:
         if pos + hsize > n:
             raise ArchiveError(f"{label}: corrupt central directory (entry {len(members)} cut)")
-        (sig, _cv, create_system, _ev, _r, flags, method, _t, _d, crc, csize, fsize,
-         nlen, xlen, clen, _disk, _iattr, eattr, offset) = unpack(cd, pos)
+        (
+            sig,
+            _cv,
+            create_system,
+            _ev,
+            _r,
+            flags,
+            method,
+            _t,
+            _d,
+            crc,
+            csize,
+            fsize,
+            nlen,
+            xlen,
+            clen,
+            _disk,
+            _iattr,
+            eattr,
+            offset,
+        ) = unpack(cd, pos)
         if sig != _CDH_SIG:
             raise ArchiveError(
                 f"{label}: corrupt central directory (bad signature at entry {len(members)})"
@@ -321,220 +337,9 @@ def _parse_cd(
     # writers that skip ZIP64 for > 65535 entries let the 16-bit count wrap around
     if len(members) != count and (zip64 or count != len(members) & _U16_MAX):
         raise ArchiveError(
-            f"{label}: corrupt central directory ({len(members)} entries, end record says "
-            f"{count})"
+            f"{label}: corrupt central directory ({len(members)} entries, end record says {count})"
         )
     return members
-
-
-def _decompressobj() -> Any:
-    return _zlib.decompressobj(-15)
-
-
-_crc32: Callable[[bytes, int], int] = _zlib.crc32
-
-#: Compressed bytes fed to the inflater per step (small: ``unconsumed_tail`` is copied).
-_IN_STEP = 256 * 1024
-#: Most bytes one inflate step may produce (bounds memory on highly compressible members).
-_OUT_STEP = 2 * 1024 * 1024
-
-
-class _MemberStream(io.BufferedIOBase):
-    """Read-only stream over one member; seekable (forward by skipping, backward by restart).
-
-    :meth:`chunks` yields the remaining bytes in the inflater's natural pieces (no copies),
-    the fastest way to hash a whole member.
-    """
-
-    def __init__(self, reader: ZipReader, member: ZipMember, data_offset: int) -> None:
-        super().__init__()
-        self._reader = reader
-        self._m = member
-        self._start = data_offset
-        self._label = f"{reader.source}: {member.name}"
-        if member.is_encrypted:
-            raise ArchiveError(f"{self._label}: encrypted members are not supported")
-        if member.compress_type not in SUPPORTED_METHODS:
-            raise ArchiveError(
-                f"{self._label}: unsupported compression method {member.compress_type} "
-                "(only stored and deflate)"
-            )
-        self._restart()
-
-    def _restart(self) -> None:
-        self._in_pos = 0  # compressed bytes consumed
-        self._produced = 0  # uncompressed bytes produced so far
-        self._crc = 0  # running CRC-32; -1 once random access made it meaningless
-        self._tail = b""
-        self._done = False
-        self._buf = b""
-        self._buf_pos = 0
-        self._d = _decompressobj() if self._m.compress_type == ZIP_DEFLATED else None
-
-    # -- io protocol ------------------------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._produced - (len(self._buf) - self._buf_pos)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_CUR:
-            offset += self.tell()
-        elif whence == io.SEEK_END:
-            offset += self._m.file_size
-        elif whence != io.SEEK_SET:
-            raise ValueError(f"bad whence {whence}")
-        offset = max(0, min(offset, self._m.file_size))
-        buf_start = self._produced - len(self._buf)
-        if buf_start <= offset <= self._produced:
-            self._buf_pos = offset - buf_start
-            return offset
-        if self._d is None:  # stored: random access (the CRC can no longer be checked)
-            self._produced = offset
-            self._buf = b""
-            self._buf_pos = 0
-            self._crc = -1
-            self._done = False
-            return offset
-        if offset < buf_start:
-            self._restart()
-        self._buf = b""
-        self._buf_pos = 0
-        while self._produced < offset:
-            chunk = self._next_chunk()
-            if not chunk:
-                break
-            if self._produced > offset:
-                self._buf = chunk
-                self._buf_pos = len(chunk) - (self._produced - offset)
-        return self.tell()
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return b"".join(self.chunks())
-        parts: list[bytes] = []
-        got = 0
-        while got < size:
-            piece = self.read1(size - got)
-            if not piece:
-                break
-            parts.append(piece)
-            got += len(piece)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def read1(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = _OUT_STEP
-        if size == 0:
-            return b""
-        if self._buf_pos >= len(self._buf):
-            self._buf = self._next_chunk()
-            self._buf_pos = 0
-            if not self._buf:
-                return b""
-        start = self._buf_pos
-        if start == 0 and size >= len(self._buf):
-            piece = self._buf
-        else:
-            piece = self._buf[start : start + size]
-        self._buf_pos = start + len(piece)
-        return piece
-
-    def readinto(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def chunks(self) -> Iterator[bytes]:
-        """Yield the rest of the member in pieces; the CRC is checked after the last."""
-        if self._buf_pos < len(self._buf):
-            rest = self._buf[self._buf_pos :] if self._buf_pos else self._buf
-            self._buf = b""
-            self._buf_pos = 0
-            yield rest
-        self._buf = b""
-        self._buf_pos = 0
-        while True:
-            chunk = self._next_chunk()
-            if not chunk:
-                return
-            yield chunk
-
-    # -- internals --------------------------------------------------------------------------
-    def _next_chunk(self) -> bytes:
-        """The next piece of uncompressed data (empty at the end of the member)."""
-        if self._done:
-            return b""
-        m = self._m
-        if self._d is None:
-            n = min(CHUNK, m.file_size - self._produced)
-            if n <= 0:
-                self._finish()
-                return b""
-            data = self._reader._pread(self._start + self._produced, n)
-            if len(data) < n:
-                raise ArchiveError(f"{self._label}: truncated member data")
-            self._produced += n
-            if self._crc >= 0:
-                self._crc = _crc32(data, self._crc)
-            if self._produced >= m.file_size:
-                self._finish()
-            return data
-        d = self._d
-        while True:
-            if self._tail:
-                data = self._tail
-            elif self._in_pos < m.compressed_size:
-                n = min(_IN_STEP, m.compressed_size - self._in_pos)
-                data = self._reader._pread(self._start + self._in_pos, n)
-                if len(data) < n:
-                    raise ArchiveError(f"{self._label}: truncated member data")
-                self._in_pos += n
-            else:
-                data = b""
-            try:
-                if data:
-                    out: bytes = d.decompress(data, _OUT_STEP)
-                    self._tail = d.unconsumed_tail
-                else:
-                    out = d.flush()
-                    self._tail = b""
-            except (zlib.error, _zlib.error) as exc:
-                raise ArchiveError(f"{self._label}: corrupt deflate data ({exc})") from None
-            if out:
-                self._produced += len(out)
-                self._crc = _crc32(out, self._crc)
-                if self._produced > m.file_size:
-                    raise ArchiveError(
-                        f"{self._label}: inflates to more than its recorded size {m.file_size}"
-                    )
-                if d.eof and not self._tail:
-                    self._finish()
-                return out
-            if d.eof or not data:
-                self._finish()
-                return b""
-
-    def _finish(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        m = self._m
-        if self._produced != m.file_size:
-            raise ArchiveError(
-                f"{self._label}: truncated or corrupt member ({self._produced} of "
-                f"{m.file_size} bytes)"
-            )
-        if self._crc >= 0 and (self._crc & 0xFFFFFFFF) != m.crc:
-            raise ArchiveError(
-                f"{self._label}: CRC-32 mismatch (expected {m.crc:08x}, got "
-                f"{self._crc & 0xFFFFFFFF:08x})"
-            )
 
 
 class ZipReader:
@@ -615,11 +420,11 @@ class ZipReader:
 
     def open(self, m: ZipMember) -> BinaryIO:
         """A stream of ``m``'s uncompressed bytes; CRC-32 is checked when it reaches the end."""
-        return cast(BinaryIO, _MemberStream(self, m, self.data_offset(m)))
+        return cast(BinaryIO, MemberStream(self, m, self.data_offset(m)))
 
     def iter_chunks(self, m: ZipMember) -> Iterator[bytes]:
         """Yield all of ``m``'s uncompressed bytes in pieces (CRC checked at the end)."""
-        stream = _MemberStream(self, m, self.data_offset(m))
+        stream = MemberStream(self, m, self.data_offset(m))
         yield from stream.chunks()
 
     def read_many(
@@ -641,8 +446,8 @@ class ZipReader:
             end = start
             while j < len(todo):
                 m = todo[j]
-                m_end = m.header_offset + _LFH.size + len(m.name.encode()) + slack + (
-                    m.compressed_size
+                m_end = (
+                    m.header_offset + _LFH.size + len(m.name.encode()) + slack + (m.compressed_size)
                 )
                 if j > i and m_end - start > span:
                     break
@@ -672,15 +477,15 @@ class ZipReader:
             out = raw
         else:
             try:
-                d = _decompressobj()
+                d = decompressobj()
                 out = d.decompress(raw, m.file_size + 1)
-            except (zlib.error, _zlib.error) as exc:
+            except inflate_errors as exc:
                 raise ArchiveError(f"{label}: corrupt deflate data ({exc})") from None
         if len(out) != m.file_size:
             raise ArchiveError(
                 f"{label}: truncated or corrupt member ({len(out)} of {m.file_size} bytes)"
             )
-        crc = _crc32(out, 0) & 0xFFFFFFFF
+        crc = crc32(out, 0) & 0xFFFFFFFF
         if crc != m.crc:
             raise ArchiveError(f"{label}: CRC-32 mismatch (expected {m.crc:08x}, got {crc:08x})")
         return out
