@@ -43,8 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- build:begin -->"
 END = "<!-- build:end -->"
 SITE = "python/lib/python3.11/site-packages"
-DEPS = ("filelock", "typing-extensions", "sympy", "mpmath", "networkx", "jinja2", "MarkupSafe",
-        "fsspec", "setuptools")
+DEPS = (
+    "filelock",
+    "typing-extensions",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "jinja2",
+    "MarkupSafe",
+    "fsspec",
+    "setuptools",
+)
 TARGET = ["--runtime", "provided.al2023", "--python", "3.11", "--arch", "x86_64"]
 
 
@@ -76,11 +85,33 @@ def get_wheels(dest: Path) -> Path:
     """torch + its requirements in ``dest`` (pip download; cached between runs)."""
     dest.mkdir(parents=True, exist_ok=True)
     if not list(dest.glob("torch-*.whl")):
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest),
-              "torch==2.13.0"])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(dest),
+                "torch==2.13.0",
+            ]
+        )
     if len(list(dest.glob("*.whl"))) < 2:
-        _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d",
-              str(dest), *DEPS])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary=:all:",
+                "-d",
+                str(dest),
+                *DEPS,
+            ]
+        )
     return dest
 
 
@@ -89,9 +120,24 @@ def bench_torchwheel(wheels: Path, work: Path, label: str, *extra: str) -> Row:
     env = dict(os.environ, TORCHWHEEL_CACHE_DIR=str(work / "cache"))
     t = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "torchwheel", "build", "torch", *TARGET, "--find-links",
-         str(wheels), "--no-index", "-o", str(out), "--json", *extra],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torchwheel",
+            "build",
+            "torch",
+            *TARGET,
+            "--find-links",
+            str(wheels),
+            "--no-index",
+            "-o",
+            str(out),
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     seconds = time.perf_counter() - t
     if proc.returncode not in (0, 1):
@@ -110,20 +156,43 @@ def bench_installer(wheels: Path, work: Path, tool: str) -> Row:
     out = work / f"{tool}.zip"
     env = dict(os.environ)
     if tool == "pip":
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links",
-               str(wheels), "--target", str(target), "--no-cache-dir", "torch"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(target),
+            "--no-cache-dir",
+            "torch",
+        ]
     else:
         env["UV_CACHE_DIR"] = str(work / "uv-cache")
-        cmd = ["uv", "pip", "install", "-q", "--no-index", "--find-links", str(wheels),
-               "--target", str(target), "--python", sys.executable, "torch"]
+        cmd = [
+            "uv",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(target),
+            "--python",
+            sys.executable,
+            "torch",
+        ]
     t = time.perf_counter()
     _run(cmd, env=env)
     t_install = time.perf_counter() - t
     _run(["zip", "-r", "-q", str(out), "python"], cwd=layer)
     seconds = time.perf_counter() - t
     z, u, n = _zip_stats(out)
-    label = {"pip": "pip install --target + zip -r",
-             "uv": "uv pip install --target + zip -r"}[tool]
+    label = {"pip": "pip install --target + zip -r", "uv": "uv pip install --target + zip -r"}[tool]
     note = f"install {t_install:.1f} s, zip {seconds - t_install:.1f} s"
     return Row(label, seconds, z, u, n, note)
 
@@ -175,8 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the Markdown section (and write it with --write-docs)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool (best is kept)")
-    ap.add_argument("--wheels", type=Path, default=Path(tempfile.gettempdir()) / "tw-bench-wheels",
-                    help="where to keep the downloaded wheels between runs")
+    ap.add_argument(
+        "--wheels",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "tw-bench-wheels",
+        help="where to keep the downloaded wheels between runs",
+    )
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args(argv)
     if shutil.which("zip") is None:
@@ -184,11 +257,24 @@ def main(argv: list[str] | None = None) -> int:
     wheels = get_wheels(args.wheels)
     plans = [
         ("torchwheel build", lambda w: bench_torchwheel(wheels, w, "torchwheel build")),
-        ("slim+strip", lambda w: bench_torchwheel(wheels, w, "torchwheel build --slim --strip",
-                                                  "--slim", "--strip")),
-        ("slim+strip l2", lambda w: bench_torchwheel(
-            wheels, w, "torchwheel build --slim --strip --compression-level 2",
-            "--slim", "--strip", "--compression-level", "2")),
+        (
+            "slim+strip",
+            lambda w: bench_torchwheel(
+                wheels, w, "torchwheel build --slim --strip", "--slim", "--strip"
+            ),
+        ),
+        (
+            "slim+strip l2",
+            lambda w: bench_torchwheel(
+                wheels,
+                w,
+                "torchwheel build --slim --strip --compression-level 2",
+                "--slim",
+                "--strip",
+                "--compression-level",
+                "2",
+            ),
+        ),
         ("pip", lambda w: bench_installer(wheels, w, "pip")),
         ("uv", lambda w: bench_installer(wheels, w, "uv")),
     ]

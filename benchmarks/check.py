@@ -78,14 +78,25 @@ def measure(name: str, cmd: list[str], repeat: int) -> dict[str, float | int | s
         rss.append(r)
         cpus.append(cpu)
     best = min(times)
-    print(f"{name:28s} best {best:7.2f} s  median {statistics.median(times):7.2f} s  "
-          f"CPU {min(cpus):7.2f} s  peak RSS {max(rss):6.0f} MiB  exit {code}", flush=True)
-    return {"name": name, "best": best, "median": statistics.median(times),
-            "cpu": min(cpus), "rss": max(rss), "exit": code, "runs": repeat}
+    print(
+        f"{name:28s} best {best:7.2f} s  median {statistics.median(times):7.2f} s  "
+        f"CPU {min(cpus):7.2f} s  peak RSS {max(rss):6.0f} MiB  exit {code}",
+        flush=True,
+    )
+    return {
+        "name": name,
+        "best": best,
+        "median": statistics.median(times),
+        "cpu": min(cpus),
+        "rss": max(rss),
+        "exit": code,
+        "runs": repeat,
+    }
 
 
-def early_versions(layer: Path, member: str = "torch/lib/libtorch_cpu.so",
-                   head_mb: int = 16) -> dict[str, float | str]:
+def early_versions(
+    layer: Path, member: str = "torch/lib/libtorch_cpu.so", head_mb: int = 16
+) -> dict[str, float | str]:
     """GLIBC needs of one library: vna_hash scan of its first MB vs the full ELF parse."""
     with ZipReader(layer) as zr:
         m = next(m for m in zr.members if m.name.endswith(member))
@@ -94,24 +105,44 @@ def early_versions(layer: Path, member: str = "torch/lib/libtorch_cpu.so",
             head = f.read(head_mb << 20)
         needs = scan_version_needs(head)
         t_scan = time.perf_counter() - t0
-        glibc = max((v for n in needs if n.name and (v := version_tuple(n.name, "GLIBC_"))),
-                    default=None)
+        glibc = max(
+            (v for n in needs if n.name and (v := version_tuple(n.name, "GLIBC_"))), default=None
+        )
         t0 = time.perf_counter()
         with zr.open(m) as f:
             info = parse_elf(f, name=m.name, size=m.file_size)
         t_full = time.perf_counter() - t0
     where = max(n.file_offset for n in needs) if needs else -1
-    return {"member": member, "scan_s": t_scan, "full_s": t_full,
-            "scan_glibc": ".".join(map(str, glibc or ())),
-            "full_glibc": ".".join(map(str, info.max_version("GLIBC_") or ())),
-            "table_at_mb": where / 2**20, "size_mb": m.file_size / 2**20}
+    return {
+        "member": member,
+        "scan_s": t_scan,
+        "full_s": t_full,
+        "scan_glibc": ".".join(map(str, glibc or ())),
+        "full_glibc": ".".join(map(str, info.max_version("GLIBC_") or ())),
+        "table_at_mb": where / 2**20,
+        "size_mb": m.file_size / 2**20,
+    }
 
 
 def get_wheel(work: Path) -> Path:
     dest = work / "wheel"
     dest.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", TORCH_REQUIREMENT, "--no-deps",
-                    "--only-binary", ":all:", "-d", str(dest), "--quiet"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            TORCH_REQUIREMENT,
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(dest),
+            "--quiet",
+        ],
+        check=True,
+    )
     return sorted(dest.glob("torch-*.whl"))[0]
 
 
@@ -130,15 +161,32 @@ def main() -> int:
         print(f"layer built in {time.perf_counter() - t0:.2f} s: {layer.stat().st_size:,} bytes")
         py = sys.executable
         rows = [
-            measure("torchwheel check", [py, "-m", "torchwheel", "check", str(layer),
-                                         "--runtime", "python3.11", "--json"], args.repeat),
-            measure("torchwheel check --no-record",
-                    [py, "-m", "torchwheel", "check", str(layer), "--runtime", "python3.11",
-                     "--json", "--no-record"], args.repeat),
-            measure("torchwheel check (matrix)", [py, "-m", "torchwheel", "check", str(layer),
-                                                  "--json"], args.repeat),
-            measure("stdlib zipfile read all", [py, "-c", ZIPFILE_READ, str(layer)],
-                    args.repeat),
+            measure(
+                "torchwheel check",
+                [py, "-m", "torchwheel", "check", str(layer), "--runtime", "python3.11", "--json"],
+                args.repeat,
+            ),
+            measure(
+                "torchwheel check --no-record",
+                [
+                    py,
+                    "-m",
+                    "torchwheel",
+                    "check",
+                    str(layer),
+                    "--runtime",
+                    "python3.11",
+                    "--json",
+                    "--no-record",
+                ],
+                args.repeat,
+            ),
+            measure(
+                "torchwheel check (matrix)",
+                [py, "-m", "torchwheel", "check", str(layer), "--json"],
+                args.repeat,
+            ),
+            measure("stdlib zipfile read all", [py, "-c", ZIPFILE_READ, str(layer)], args.repeat),
         ]
         early = early_versions(layer)
         print(f"vna_hash scan: {early}")
@@ -164,8 +212,10 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['name']} | {float(r['best']):.2f} | {float(r['median']):.2f} | "
-                     f"{float(r['cpu']):.2f} | {float(r['rss']):.0f} | {r['runs']} |")
+        lines.append(
+            f"| {r['name']} | {float(r['best']):.2f} | {float(r['median']):.2f} | "
+            f"{float(r['cpu']):.2f} | {float(r['rss']):.0f} | {r['runs']} |"
+        )
     lines.append("")
     lines.append("| goal | measured | met? |")
     lines.append("|---|---|---|")
@@ -174,16 +224,24 @@ def main() -> int:
         for name, t in (("check", check_t), ("check --no-record", norec_t)):
             ratio = aw_t / t
             met = "yes" if ratio >= GOALS["auditwheel"] else "no"
-            lines.append(f"| ≥ {GOALS['auditwheel']:.0f}× faster than `auditwheel show` "
-                         f"({name}) | {ratio:.1f}× | {met} |")
+            lines.append(
+                f"| ≥ {GOALS['auditwheel']:.0f}× faster than `auditwheel show` "
+                f"({name}) | {ratio:.1f}× | {met} |"
+            )
     for name, t in (("check", check_t), ("check --no-record", norec_t)):
         speed = zf_t / t
-        lines.append(f"| ≥ {GOALS['zipfile']}× the speed of a stdlib full read ({name}) | "
-                     f"{speed:.2f}× | {'yes' if speed >= GOALS['zipfile'] else 'no'} |")
-    rss = max(float(by[n]["rss"]) for n in ("torchwheel check", "torchwheel check --no-record",
-                                             "torchwheel check (matrix)"))
-    lines.append(f"| peak RSS ≤ {GOALS['rss_mb']:.0f} MB | {rss:.0f} MiB | "
-                 f"{'yes' if rss <= GOALS['rss_mb'] else 'no'} |")
+        lines.append(
+            f"| ≥ {GOALS['zipfile']}× the speed of a stdlib full read ({name}) | "
+            f"{speed:.2f}× | {'yes' if speed >= GOALS['zipfile'] else 'no'} |"
+        )
+    rss = max(
+        float(by[n]["rss"])
+        for n in ("torchwheel check", "torchwheel check --no-record", "torchwheel check (matrix)")
+    )
+    lines.append(
+        f"| peak RSS ≤ {GOALS['rss_mb']:.0f} MB | {rss:.0f} MiB | "
+        f"{'yes' if rss <= GOALS['rss_mb'] else 'no'} |"
+    )
     lines.append("")
     lines.append(
         f"Symbol versions without the dynamic section: `elf.scan_version_needs` finds "

@@ -72,27 +72,52 @@ class Row:
 
 
 def _pip_download(args: list[str], dest: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), *args],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), *args], check=True
+    )
 
 
 def build_tree(work: Path) -> Path:
     """Slimmed + stripped torch 2.13.0 layer tree for provided.al2023 / 3.11; its site-packages."""
-    from torchwheel.layer import build_layer
+    from torchwheel import build_layer
 
     wheels = work / "wheels"
     if not list(wheels.glob("torch-*.whl")):
         _pip_download(["torch==2.13.0", "--no-deps"], wheels)
-        _pip_download(["--only-binary=:all:", "--python-version", "3.11", "--platform",
-                       "manylinux_2_28_x86_64", "filelock", "typing-extensions", "sympy",
-                       "networkx", "jinja2", "fsspec", "MarkupSafe", "mpmath", "setuptools"],
-                      wheels)
+        _pip_download(
+            [
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "filelock",
+                "typing-extensions",
+                "sympy",
+                "networkx",
+                "jinja2",
+                "fsspec",
+                "MarkupSafe",
+                "mpmath",
+                "setuptools",
+            ],
+            wheels,
+        )
     tree = work / "tree"
     if tree.exists():
         shutil.rmtree(tree)
-    report = build_layer(["torch"], runtime="provided.al2023", python="3.11", arch="x86_64",
-                         find_links=[str(wheels)], no_index=True, slim=True, strip=True,
-                         tree=tree, cache_dir=work / "cache")
+    report = build_layer(
+        ["torch"],
+        runtime="provided.al2023",
+        python="3.11",
+        arch="x86_64",
+        find_links=[str(wheels)],
+        no_index=True,
+        slim=True,
+        strip=True,
+        tree=tree,
+        cache_dir=work / "cache",
+    )
     print(f"built tree: {report.unzipped_bytes / MB:.1f} MiB, {report.files} files")
     return tree / report.prefix
 
@@ -128,8 +153,9 @@ def _scratch(parent: Path | None) -> Path:
     return Path(tempfile.mkdtemp(prefix="tw-bench-", dir=parent))
 
 
-def compare(site: Path, levels: list[int], work: Path,
-            unpack_parent: Path | None) -> tuple[list[Row], int]:
+def compare(
+    site: Path, levels: list[int], work: Path, unpack_parent: Path | None
+) -> tuple[list[Row], int]:
     """Sizes and times for zstd levels, xz and gzip on the same tar stream (+ the tar size)."""
     rows: list[Row] = []
     tar_bytes = b""
@@ -149,8 +175,15 @@ def compare(site: Path, levels: list[int], work: Path,
         loader.unpack(str(out), manifest, str(dest))
         unpack_s = time.perf_counter() - t
         shutil.rmtree(dest)
-        rows.append(Row(f"zstd -{level}", info.archive_size, info.pack_seconds,
-                        min(_time(dec) for _ in range(3)), unpack_s))
+        rows.append(
+            Row(
+                f"zstd -{level}",
+                info.archive_size,
+                info.pack_seconds,
+                min(_time(dec) for _ in range(3)),
+                unpack_s,
+            )
+        )
         print(rows[-1], flush=True)
         out.unlink()
     print(f"tar stream: {len(tar_bytes) / MB:.1f} MiB", flush=True)
@@ -197,14 +230,20 @@ print(0.0, time.perf_counter() - t0)
 """
 
 
-def _start(extra_path: list[str], code: str, tmp: Path,
-           no_bytecode: bool = False) -> tuple[float, float, float]:
+def _start(
+    extra_path: list[str], code: str, tmp: Path, no_bytecode: bool = False
+) -> tuple[float, float, float]:
     prelude = f"import sys\nsys.path[:0] = {extra_path!r}\n"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TORCHWHEEL_UNPACK_DIR": str(tmp)}
     flags = ["-I", "-S"] + (["-B"] if no_bytecode else [])
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, *flags, "-c", prelude + code], env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, *flags, "-c", prelude + code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"simulated start failed: {proc.stderr.strip()[-500:]}")
@@ -212,8 +251,9 @@ def _start(extra_path: list[str], code: str, tmp: Path,
     return wall, loader_s, torch_s
 
 
-def starts(site: Path, work: Path, runs: int, level: int,
-           unpack_parent: Path | None) -> dict[str, tuple[float, float, float]]:
+def starts(
+    site: Path, work: Path, runs: int, level: int, unpack_parent: Path | None
+) -> dict[str, tuple[float, float, float]]:
     """Median (wall, loader, import torch) of cold, warm-process and plain-layer starts.
 
     ``plain``: the same tree without ``__pycache__``, run with ``-B`` — like a plain layer in
@@ -223,23 +263,41 @@ def starts(site: Path, work: Path, runs: int, level: int,
     """
     zdir = work / "zstandard"
     if not list(zdir.glob("*.whl")):
-        _pip_download(["zstandard", "--only-binary=:all:", "--no-deps", "--python-version",
-                       "3.11", "--platform", "manylinux2014_x86_64"], zdir)
+        _pip_download(
+            [
+                "zstandard",
+                "--only-binary=:all:",
+                "--no-deps",
+                "--python-version",
+                "3.11",
+                "--platform",
+                "manylinux2014_x86_64",
+            ],
+            zdir,
+        )
     layer = work / "packed-layer"
     if layer.exists():
         shutil.rmtree(layer)
-    info = make_packed_tree(site, layer, make_target("provided.al2023", "x86_64", "3.11"),
-                            level=level, zstandard_wheel=next(zdir.glob("*.whl")), measure=False)
+    info = make_packed_tree(
+        site,
+        layer,
+        make_target("x86_64", "3.11", runtime="provided.al2023"),
+        level=level,
+        zstandard_wheel=next(zdir.glob("*.whl")),
+        measure=False,
+    )
     opt_python = layer / "python"
     task = work / "task"
     task.mkdir(exist_ok=True)
-    path = [str(task), str(opt_python / "lib" / "python3.11" / "site-packages"),
-            str(opt_python)]
+    path = [str(task), str(opt_python / "lib" / "python3.11" / "site-packages"), str(opt_python)]
     results: dict[str, list[tuple[float, float, float]]] = {"cold": [], "warm": [], "plain": []}
     manifest = read_manifest(opt_python)
     plain_parent = _scratch(unpack_parent)
-    plain = Path(loader.unpack(str(opt_python / MANIFEST_DIR / str(manifest["archive"])),
-                               manifest, str(plain_parent)))
+    plain = Path(
+        loader.unpack(
+            str(opt_python / MANIFEST_DIR / str(manifest["archive"])), manifest, str(plain_parent)
+        )
+    )
     for _ in range(runs):
         tmp = _scratch(unpack_parent)
         results["cold"].append(_start(path, _START, tmp))
@@ -250,14 +308,23 @@ def starts(site: Path, work: Path, runs: int, level: int,
     print(f"packed layer (level {level}): {info.layer_bytes or 0:,} bytes", flush=True)
 
     def med(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-        return (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows),
-                statistics.median(r[2] for r in rows))
+        return (
+            statistics.median(r[0] for r in rows),
+            statistics.median(r[1] for r in rows),
+            statistics.median(r[2] for r in rows),
+        )
 
     return {k: med(v) for k, v in results.items()}
 
 
-def render(rows: list[Row], start: dict[str, tuple[float, float, float]], tar_size: int,
-           site_bytes: int, unpack_where: str, marker: str = MARKER) -> str:
+def render(
+    rows: list[Row],
+    start: dict[str, tuple[float, float, float]],
+    tar_size: int,
+    site_bytes: int,
+    unpack_where: str,
+    marker: str = MARKER,
+) -> str:
     """The markdown section for docs/performance.md (between ``<!-- marker:begin/end -->``)."""
     q = quotas()
     base = next((r for r in rows if r.method == f"zstd -{DEFAULT_LEVEL}"), rows[0])
@@ -321,13 +388,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", default="1,3,6,9,12,15,19")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tw-bench-packed")
-    p.add_argument("--unpack-dir", type=Path, default=None,
-                   help="parent for unpacked trees (default: the system temp dir)")
+    p.add_argument(
+        "--unpack-dir",
+        type=Path,
+        default=None,
+        help="parent for unpacked trees (default: the system temp dir)",
+    )
     p.add_argument("--write-docs", action="store_true")
-    p.add_argument("--starts-only", action="store_true",
-                   help="reuse the compression rows saved in --work by an earlier run")
-    p.add_argument("--marker", default=MARKER,
-                   help="name of the <!-- NAME:begin/end --> section in docs/performance.md")
+    p.add_argument(
+        "--starts-only",
+        action="store_true",
+        help="reuse the compression rows saved in --work by an earlier run",
+    )
+    p.add_argument(
+        "--marker",
+        default=MARKER,
+        help="name of the <!-- NAME:begin/end --> section in docs/performance.md",
+    )
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     site = args.tree or build_tree(args.work)

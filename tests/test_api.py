@@ -3,6 +3,7 @@
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import torchwheel
 
@@ -36,7 +37,9 @@ def test_check_command_does_not_load_the_network_stack() -> None:
 def test_dir_shows_the_public_api_before_first_use() -> None:
     out = subprocess.run(
         [sys.executable, "-c", "import torchwheel; print(' '.join(dir(torchwheel)))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     shown = set(out.stdout.split())
     assert set(torchwheel.__all__) <= shown
@@ -58,6 +61,30 @@ def test_every_public_exception_is_exported() -> None:
 
 
 def test_reprs_are_short() -> None:
-    target = torchwheel.make_target("python3.12", "arm64")
+    target = torchwheel.make_target("arm64", runtime="python3.12")
     assert repr(target) == "<Target python3.12/arm64 CPython 3.12>"
     assert len(repr(target.runtime)) < 80
+
+
+def test_resolution_and_report_reprs_stay_short(tmp_path: Path) -> None:
+    """Reprs name the outcome, not every candidate or finding."""
+    from tests.support.wheels import make_wheel
+    from torchwheel.index import IndexClient
+
+    wheels = tmp_path / "w"
+    for i in range(30):
+        make_wheel(wheels, "torch", f"2.{i}.0", tags="cp312-cp312-manylinux_2_28_aarch64")
+    with IndexClient(no_index=True, find_links=[str(wheels)]) as idx:
+        res = torchwheel.resolve("arm64", "3.12", index=idx)
+    assert repr(res) == (
+        "<Resolution torch for python3.12/arm64: "
+        "torch-2.29.0-cp312-cp312-manylinux_2_28_aarch64.whl (30 candidates)>"
+    )
+    layer = tmp_path / "layer.zip"
+    import zipfile
+
+    with zipfile.ZipFile(layer, "w") as zf:
+        zf.writestr("python/x.py", "X = 1\n")
+    report = torchwheel.check([layer], arch="arm64", runtime="python3.12")
+    assert repr(report).startswith(f"<CheckReport {layer}: ok, 0 error(s)")
+    assert len(repr(report)) < 200

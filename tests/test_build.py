@@ -45,10 +45,21 @@ def test_json_report_numbers_and_reproducible_bytes(
     assert rc == 0, err
     rep = json.loads(out)
     assert rep["schema"] == "torchwheel.build/1"
-    assert rep["target"] == {"label": "python3.12/arm64", "runtime": "python3.12",
-                             "arch": "arm64", "python": "3.12"}
+    assert rep["target"] == {
+        "label": "python3.12/arm64",
+        "runtime": "python3.12",
+        "arch": "arm64",
+        "python": "3.12",
+    }
     assert {p["name"] for p in rep["packages"]} == {
-        "app", "liba", "libb", "libarm", "libnew", "extra-thing", "fancydep"}
+        "app",
+        "liba",
+        "libb",
+        "libarm",
+        "libnew",
+        "extra-thing",
+        "fancydep",
+    }
     assert rep["skipped_runtime_packages"] == ["boto3 (required by app; python3.12 ships it)"]
     with zipfile.ZipFile(z1) as zf:
         infos = zf.infolist()
@@ -70,19 +81,33 @@ def test_json_report_numbers_and_reproducible_bytes(
 
 
 def test_tree_with_native_extension_imports(
-    index_server: IndexServer, native_wheel: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str]
+    index_server: IndexServer,
+    native_wheel: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     index_server.add_project("nativepkg", [native_wheel])
     tree = tmp_path / "tree"
-    rc, _, err = run(capsys, "nativepkg", *AL2023, "--index-url", index_server.url,
-                     "--tree", str(tree), "--no-deps", "--strip")
+    rc, _, err = run(
+        capsys,
+        "nativepkg",
+        *AL2023,
+        "--index-url",
+        index_server.url,
+        "--tree",
+        str(tree),
+        "--no-deps",
+        "--strip",
+    )
     assert rc == 0, err
     site = tree / "python/lib/python3.11/site-packages"
-    code = (f"import sys; sys.path.insert(0, {str(site)!r}); "
-            "import nativepkg._native as n; print(n.twice(21))")
-    proc = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True,
-                          text=True)
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); "
+        "import nativepkg._native as n; print(n.twice(21))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True
+    )
     assert proc.stdout.strip() == "42", proc.stderr
     assert not list(tree.rglob("__pycache__")) and not list(tree.rglob("*.pyc"))
 
@@ -91,21 +116,38 @@ def test_layout_python_and_human_output(
     world: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_zip = tmp_path / "l.zip"
-    rc, out, _ = run(capsys, "liba==1.0", *AL2023, "--index-url", world.url, "-o",
-                     str(out_zip), "--layout", "python")
+    rc, out, _ = run(
+        capsys,
+        "liba==1.0",
+        *AL2023,
+        "--index-url",
+        world.url,
+        "-o",
+        str(out_zip),
+        "--layout",
+        "python",
+    )
     assert rc == 0
     assert "Size vs Lambda quotas" in out and "wrote" in out and "liba" in out
     with zipfile.ZipFile(out_zip) as zf:
         assert sorted({n.split("/")[1] for n in zf.namelist()}) == [
-            "liba", "liba-1.0.dist-info", "libb", "libb-1.0.dist-info"]
+            "liba",
+            "liba-1.0.dist-info",
+            "libb",
+            "libb-1.0.dist-info",
+        ]
 
 
 def test_over_quota_exit_codes_and_suggestions(
     index_server: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     big = quotas().unzipped + 1_000_000
-    w = make_wheel(tmp_path / "w", "bigpkg", "1.0",
-                   files={"bigpkg/__init__.py": b"", "bigpkg/weights.bin": bytes(big)})
+    w = make_wheel(
+        tmp_path / "w",
+        "bigpkg",
+        "1.0",
+        files={"bigpkg/__init__.py": b"", "bigpkg/weights.bin": bytes(big)},
+    )
     index_server.add_project("bigpkg", [w])
     args = ["bigpkg", *AL2023, "--index-url", index_server.url, "--json"]
     rc, out, _ = run(capsys, *args, "-o", str(tmp_path / "a.zip"))
@@ -119,8 +161,12 @@ def test_over_quota_exit_codes_and_suggestions(
     assert rep["older_release"] is None
     assert any("no older bigpkg release found" in s for s in rep["suggestions"])
     # an older release that fits: found from its central directory, no download
-    small = make_wheel(tmp_path / "w", "bigpkg", "0.9",
-                       files={"bigpkg/__init__.py": b"", "bigpkg/weights.bin": bytes(1000)})
+    small = make_wheel(
+        tmp_path / "w",
+        "bigpkg",
+        "0.9",
+        files={"bigpkg/__init__.py": b"", "bigpkg/weights.bin": bytes(1000)},
+    )
     index_server.add_project("bigpkg", [small])
     index_server.clear_log()
     rc, out, _ = run(capsys, *args, "-o", str(tmp_path / "b.zip"), "--strict", "--no-cache")
@@ -129,7 +175,8 @@ def test_over_quota_exit_codes_and_suggestions(
     older = rep["older_release"]
     assert older["version"] == "0.9" and older["wheel"] == small.name
     assert older["unzipped_bytes"] == 1000 + sum(
-        i.file_size for i in zipfile.ZipFile(small).infolist() if ".dist-info" in i.filename)
+        i.file_size for i in zipfile.ZipFile(small).infolist() if ".dist-info" in i.filename
+    )
     assert older["layer_bytes"] < quotas().unzipped
     assert any("bigpkg 0.9 fits" in s for s in rep["suggestions"])
     small_gets = [r for r in index_server.requests if r.path.endswith(small.name)]
@@ -142,8 +189,9 @@ def test_hash_mismatch_exit_2_nothing_written(
     w = make_wheel(tmp_path / "w", "liar", "1.0")
     index_server.add_project("liar", [IndexFile(w.name, w, sha256="ab" * 32)])
     out_zip = tmp_path / "l.zip"
-    rc, _, err = run(capsys, "liar", *AL2023, "--index-url", index_server.url, "-o",
-                     str(out_zip), "--no-deps")
+    rc, _, err = run(
+        capsys, "liar", *AL2023, "--index-url", index_server.url, "-o", str(out_zip), "--no-deps"
+    )
     assert rc == 2
     line = err.strip()
     assert "\n" not in line and "hash mismatch" in line and "ab" * 32 in line
@@ -159,24 +207,41 @@ def test_bad_inputs_exit_2(
     junk.parent.mkdir()
     junk.write_bytes(b"not a zip at all" * 100)
     index_server.add_project("junk", [IndexFile(junk.name, junk, metadata=None)])
-    rc, _, err = run(capsys, "junk", *AL2023, "--index-url", index_server.url, "-o",
-                     str(tmp_path / "j.zip"), "--no-deps")
+    rc, _, err = run(
+        capsys,
+        "junk",
+        *AL2023,
+        "--index-url",
+        index_server.url,
+        "-o",
+        str(tmp_path / "j.zip"),
+        "--no-deps",
+    )
     assert rc == 2 and "junk-1.0-py3-none-any.whl" in err and "not a zip" in err
     # a wheel with a ../ member
     from tests.support.wheels import raw_wheel
 
-    evil = raw_wheel(tmp_path / "evil", "evil-1.0-py3-none-any.whl",
-                     [("../escape.py", b"x", 0o100644)])
+    evil = raw_wheel(
+        tmp_path / "evil", "evil-1.0-py3-none-any.whl", [("../escape.py", b"x", 0o100644)]
+    )
     index_server.add_project("evil", [evil])
     tree = tmp_path / "tree"
-    rc, _, err = run(capsys, "evil", *AL2023, "--index-url", index_server.url, "--tree",
-                     str(tree), "--no-deps")
+    rc, _, err = run(
+        capsys, "evil", *AL2023, "--index-url", index_server.url, "--tree", str(tree), "--no-deps"
+    )
     assert rc == 2 and "unsafe member path" in err
     assert not tree.exists() and not (tmp_path / "escape.py").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tree.")]
     # unreachable index, no output given, unknown runtime
-    rc, _, err = run(capsys, "x", *AL2023, "--index-url", "http://127.0.0.1:9/simple", "-o",
-                     str(tmp_path / "u.zip"))
+    rc, _, err = run(
+        capsys,
+        "x",
+        *AL2023,
+        "--index-url",
+        "http://127.0.0.1:9/simple",
+        "-o",
+        str(tmp_path / "u.zip"),
+    )
     assert rc == 2 and "127.0.0.1:9" in err
     rc, _, err = run(capsys, "x", *AL2023, "--index-url", index_server.url)
     assert rc == 2 and "-o" in err
@@ -189,8 +254,9 @@ def test_nothing_compatible_exit_1(
 ) -> None:
     w = make_wheel(tmp_path, "winonly", "1.0", tags="cp311-cp311-win_amd64")
     index_server.add_project("winonly", [w])
-    rc, _, err = run(capsys, "winonly", *AL2023, "--index-url", index_server.url, "-o",
-                     str(tmp_path / "w.zip"))
+    rc, _, err = run(
+        capsys, "winonly", *AL2023, "--index-url", index_server.url, "-o", str(tmp_path / "w.zip")
+    )
     assert rc == 1 and "winonly" in err
 
 
@@ -212,13 +278,21 @@ def test_tree_refuses_foreign_directory(
 
 
 def test_build_layer_api(world: IndexServer, tmp_path: Path) -> None:
-    rep = build_layer(["app"], arch="arm64", python="3.12", index_url=world.url,
-                      output=tmp_path / "api.zip", include_runtime_packages=True)
+    rep = build_layer(
+        ["app"],
+        arch="arm64",
+        python="3.12",
+        index_url=world.url,
+        output=tmp_path / "api.zip",
+        include_runtime_packages=True,
+    )
     assert {"boto3", "botocore"} <= {p.name for p in rep.packages}
     assert rep.skipped_runtime_packages == ()
     assert rep.output == tmp_path / "api.zip" and rep.tree is None
-    assert rep.to_dict()["packages"][0]["unzipped_bytes"] >= rep.to_dict()["packages"][-1][
-        "unzipped_bytes"]
+    assert (
+        rep.to_dict()["packages"][0]["unzipped_bytes"]
+        >= rep.to_dict()["packages"][-1]["unzipped_bytes"]
+    )
 
 
 def test_progress_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,8 +308,11 @@ def test_progress_only_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_zip_only_build_equals_tree_build(
-    index_server: IndexServer, native_wheel: Path, world: IndexServer, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str]
+    index_server: IndexServer,
+    native_wheel: Path,
+    world: IndexServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # -o alone writes (almost) nothing to disk; with --tree every file is written: same zip
     index_server.add_project("nativepkg", [native_wheel])
@@ -248,18 +325,35 @@ def test_zip_only_build_equals_tree_build(
         shutil.rmtree(tmp_path / "t")
     a, b = tmp_path / "c.zip", tmp_path / "d.zip"
     assert run(capsys, "app", *ARM, "--index-url", world.url, "-o", str(a))[0] == 0
-    assert run(capsys, "app", *ARM, "--index-url", world.url, "-o", str(b), "--tree",
-               str(tmp_path / "t2"))[0] == 0
+    assert (
+        run(
+            capsys,
+            "app",
+            *ARM,
+            "--index-url",
+            world.url,
+            "-o",
+            str(b),
+            "--tree",
+            str(tmp_path / "t2"),
+        )[0]
+        == 0
+    )
     assert a.read_bytes() == b.read_bytes()
 
 
 def test_build_options_drive_the_build(world: IndexServer, tmp_path: Path) -> None:
     # one frozen options object: run_build(options) is what build_layer(**keywords) runs
-    options = BuildOptions(target=make_target(runtime="python3.12", arch="arm64"),
-                           packages=("app",), output=tmp_path / "opts.zip", index_url=world.url)
+    options = BuildOptions(
+        target=make_target(runtime="python3.12", arch="arm64"),
+        packages=("app",),
+        output=tmp_path / "opts.zip",
+        index_url=world.url,
+    )
     rep = run_build(options)
-    kw = build_layer(["app"], runtime="python3.12", arch="arm64", index_url=world.url,
-                     output=tmp_path / "kw.zip")
+    kw = build_layer(
+        ["app"], runtime="python3.12", arch="arm64", index_url=world.url, output=tmp_path / "kw.zip"
+    )
     assert (tmp_path / "opts.zip").read_bytes() == (tmp_path / "kw.zip").read_bytes()
     assert rep.sha256 == kw.sha256 and rep.packages == kw.packages and rep.steps == kw.steps
     assert options.prefix == "python/lib/python3.12/site-packages" == rep.prefix
@@ -267,8 +361,9 @@ def test_build_options_drive_the_build(world: IndexServer, tmp_path: Path) -> No
         options.slim = True  # type: ignore[misc]
 
 
-def test_build_options_refuse_before_any_download(world: IndexServer, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_options_refuse_before_any_download(
+    world: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = make_target(runtime="provided.al2023", arch="x86_64", python="3.11")
     out = tmp_path / "x.zip"
     world.clear_log()
@@ -277,9 +372,25 @@ def test_build_options_refuse_before_any_download(world: IndexServer, tmp_path: 
     with pytest.raises(InputError, match="unknown layout 'nope'"):
         BuildOptions(target=target, output=out, layout="nope")
     with pytest.raises(InputError, match="compression level 11 is not between 0 and 9"):
-        build_layer(["app"], runtime="provided.al2023", python="3.11", index_url=world.url,
-                    output=out, compresslevel=11)
-    rc, _, err = run(capsys, "app", *AL2023, "--index-url", world.url, "-o", str(out),
-                     "--compression-level", "-1")
+        build_layer(
+            ["app"],
+            arch="x86_64",
+            runtime="provided.al2023",
+            python="3.11",
+            index_url=world.url,
+            output=out,
+            compresslevel=11,
+        )
+    rc, _, err = run(
+        capsys,
+        "app",
+        *AL2023,
+        "--index-url",
+        world.url,
+        "-o",
+        str(out),
+        "--compression-level",
+        "-1",
+    )
     assert rc == 2 and "compression level -1 is not between 0 and 9" in err
     assert world.requests == [] and not out.exists()

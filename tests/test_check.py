@@ -22,8 +22,9 @@ def codes(report: CheckReport, severity: str | None = None) -> set[str]:
     return {f.code for f in report.findings if severity is None or f.severity == severity}
 
 
-def pure_wheel(tmp_path: Path, name: str = "pure", version: str = "1.0",
-               requires: tuple[str, ...] = ()) -> Path:
+def pure_wheel(
+    tmp_path: Path, name: str = "pure", version: str = "1.0", requires: tuple[str, ...] = ()
+) -> Path:
     return make_wheel(tmp_path / "wheels", name, version, requires_dist=requires)
 
 
@@ -58,10 +59,13 @@ def test_python311_dir_checked_for_312(tmp_path: Path) -> None:
 def test_seed_style_wheel_left_in_site_packages(tmp_path: Path) -> None:
     # the recipe mistake: the wheel file copied into site-packages instead of installed
     wheel = make_wheel(tmp_path / "w", "torch", "2.13.0", tags="cp311-cp311-manylinux_2_28_x86_64")
-    layer = make_layer(tmp_path / "seed.zip", {
-        SITE311 + wheel.name: wheel.read_bytes(),
-        "python/handler_helpers.py": b"X = 1\n",
-    })
+    layer = make_layer(
+        tmp_path / "seed.zip",
+        {
+            SITE311 + wheel.name: wheel.read_bytes(),
+            "python/handler_helpers.py": b"X = 1\n",
+        },
+    )
     report = check([layer], runtime="python3.11")
     (f,) = [f for f in report.findings if f.code == "wheel-not-extracted"]
     assert f.severity == "error" and wheel.name in f.path
@@ -74,29 +78,36 @@ def test_not_on_sys_path_and_function_zip(tmp_path: Path) -> None:
     report = check([layer], runtime="python3.12")
     assert "not-on-sys-path" in codes(report, "error")
     assert any("site-packages/" in f.path for f in report.findings)
-    lib_layer = make_layer(tmp_path / "lib.zip", install_wheel(pure_wheel(tmp_path),
-                                                               "lib/python3.12/site-packages/"))
+    lib_layer = make_layer(
+        tmp_path / "lib.zip", install_wheel(pure_wheel(tmp_path), "lib/python3.12/site-packages/")
+    )
     f = next(f for f in check([lib_layer], runtime="python3.12").findings)
     assert f.code == "not-on-sys-path" and "python/lib/python3.12" in f.message
     # a wheel given as if it were a layer
     whl = pure_wheel(tmp_path, "given", "1.0")
     found = check([whl], runtime="python3.12").findings
-    assert found and all(f.code == "not-on-sys-path" and "a wheel is not a layer" in f.message
-                         for f in found)
+    assert found and all(
+        f.code == "not-on-sys-path" and "a wheel is not a layer" in f.message for f in found
+    )
     # the same files as a function zip (first of several, no python/ dir) are fine
     fn = make_layer(tmp_path / "function.zip", {"app.py": b"def handler(e, c): return 1\n"})
-    deploy = check([fn, make_layer(tmp_path / "py.zip", install_wheel(
-        pure_wheel(tmp_path), "python/"))], runtime="python3.12")
+    deploy = check(
+        [fn, make_layer(tmp_path / "py.zip", install_wheel(pure_wheel(tmp_path), "python/"))],
+        runtime="python3.12",
+    )
     assert deploy.ok, deploy.findings
 
 
 def test_foreign_pycache_abi_mismatch_and_nested_zip(tmp_path: Path, elves: Elves) -> None:
-    layer = make_layer(tmp_path / "l.zip", {
-        "python/mod.py": b"",
-        "python/__pycache__/mod.cpython-311.pyc": b"\x00" * 16,
-        "python/_ext.cpython-311-x86_64-linux-gnu.so": elves.read("plain"),
-        "python/data/models.zip": b"PK\x05\x06" + b"\x00" * 18,
-    })
+    layer = make_layer(
+        tmp_path / "l.zip",
+        {
+            "python/mod.py": b"",
+            "python/__pycache__/mod.cpython-311.pyc": b"\x00" * 16,
+            "python/_ext.cpython-311-x86_64-linux-gnu.so": elves.read("plain"),
+            "python/data/models.zip": b"PK\x05\x06" + b"\x00" * 18,
+        },
+    )
     r312 = check([layer], runtime="python3.12")
     assert {"foreign-pycache", "abi-mismatch", "nested-zip"} <= codes(r312)
     assert codes(r312, "error") == {"abi-mismatch"}
@@ -138,10 +149,13 @@ def test_glibcxx_too_new(tmp_path: Path, elves: Elves) -> None:
 
 
 def test_aarch64_elf_in_x86_64_layer(tmp_path: Path, elves: Elves) -> None:
-    layer = make_layer(tmp_path / "mixed.zip", {
-        "python/a.so": elves.read("plain"),
-        "python/b.so": elves.read("aarch64"),
-    })
+    layer = make_layer(
+        tmp_path / "mixed.zip",
+        {
+            "python/a.so": elves.read("plain"),
+            "python/b.so": elves.read("aarch64"),
+        },
+    )
     r = check([layer], runtime="python3.12", arch="x86_64")
     (f,) = r.findings
     assert f.code == "elf-arch-mismatch" and f.path.endswith("python/b.so")
@@ -157,14 +171,18 @@ def test_missing_shared_library(tmp_path: Path, elves: Elves) -> None:
     assert f.code == "missing-shared-library" and "libdep.so.1" in f.message
     assert f.severity == "error"
     # next to it ($ORIGIN RUNPATH) or in /opt/lib (LD_LIBRARY_PATH): found
-    beside = make_layer(tmp_path / "beside.zip", {"python/uses.so": elves.read("uses_dep"),
-                                                   "python/libdep.so.1": elves.read("dep")})
+    beside = make_layer(
+        tmp_path / "beside.zip",
+        {"python/uses.so": elves.read("uses_dep"), "python/libdep.so.1": elves.read("dep")},
+    )
     assert check([beside], runtime="python3.12").ok
     libs = make_layer(tmp_path / "libs.zip", {"lib/libdep.so.1": elves.read("dep")})
     assert check([alone, libs], runtime="python3.12").ok
     # in the layer, but where the loader does not look: named in the message
-    elsewhere = make_layer(tmp_path / "else.zip", {"python/uses.so": elves.read("uses_dep"),
-                                                    "python/deps/libdep.so.1": elves.read("dep")})
+    elsewhere = make_layer(
+        tmp_path / "else.zip",
+        {"python/uses.so": elves.read("uses_dep"), "python/deps/libdep.so.1": elves.read("dep")},
+    )
     (f,) = check([elsewhere], runtime="python3.12").findings
     assert "not on the search path" in f.message
 
@@ -192,8 +210,17 @@ def test_tag_incompatible(tmp_path: Path) -> None:
 
 
 def test_missing_dependency(tmp_path: Path) -> None:
-    app = pure_wheel(tmp_path, "app", "1.0", requires=(
-        "helper>=2", 'oldlib; python_version < "3.8"', "boto3", "extra-only; extra == 'x'"))
+    app = pure_wheel(
+        tmp_path,
+        "app",
+        "1.0",
+        requires=(
+            "helper>=2",
+            'oldlib; python_version < "3.8"',
+            "boto3",
+            "extra-only; extra == 'x'",
+        ),
+    )
     layer = make_layer(tmp_path / "app.zip", install_wheel(app, "python/"))
     r = check([layer], runtime="python3.12")
     (f,) = r.findings
@@ -202,11 +229,13 @@ def test_missing_dependency(tmp_path: Path) -> None:
     r = check([layer], runtime="provided.al2023", python="3.12")
     assert {f.detail["requirement"] for f in r.findings} == {"helper>=2", "boto3"}
     # satisfied by another layer of the deployment; a too-old version is not enough
-    helper2 = make_layer(tmp_path / "h2.zip", install_wheel(pure_wheel(tmp_path, "helper", "2.1"),
-                                                            "python/"))
+    helper2 = make_layer(
+        tmp_path / "h2.zip", install_wheel(pure_wheel(tmp_path, "helper", "2.1"), "python/")
+    )
     assert check([layer, helper2], runtime="python3.12").ok
-    helper1 = make_layer(tmp_path / "h1.zip", install_wheel(pure_wheel(tmp_path, "helper", "1.5"),
-                                                            "python/"))
+    helper1 = make_layer(
+        tmp_path / "h1.zip", install_wheel(pure_wheel(tmp_path, "helper", "1.5"), "python/")
+    )
     (f,) = check([layer, helper1], runtime="python3.12").findings
     assert f.code == "missing-dependency" and "1.5" in f.message
 
@@ -268,15 +297,21 @@ def test_unreadable_record_is_a_finding(tmp_path: Path) -> None:
 def test_vendored_dist_info_is_not_an_installed_distribution(tmp_path: Path) -> None:
     # setuptools ships setuptools/_vendor/<pkg>.dist-info with RECORDs nobody maintains
     vendored_record = b"inner/__init__.py,sha256=AAAA,3\ninner/gone.pyi,,\n"
-    wheel = make_wheel(tmp_path / "w", "outer", "1.0", files={
-        "outer/__init__.py": b"",
-        "outer/_vendor/inner/__init__.py": b"x = 1\n",
-        "outer/_vendor/inner-1.0.dist-info/METADATA": b"Name: inner\nVersion: 1.0\n"
-                                                      b"Requires-Dist: absent\n",
-        "outer/_vendor/inner-1.0.dist-info/RECORD": vendored_record,
-    })
-    r = check([make_layer(tmp_path / "v.zip", install_wheel(wheel, "python/"))],
-              runtime="python3.12")
+    wheel = make_wheel(
+        tmp_path / "w",
+        "outer",
+        "1.0",
+        files={
+            "outer/__init__.py": b"",
+            "outer/_vendor/inner/__init__.py": b"x = 1\n",
+            "outer/_vendor/inner-1.0.dist-info/METADATA": b"Name: inner\nVersion: 1.0\n"
+            b"Requires-Dist: absent\n",
+            "outer/_vendor/inner-1.0.dist-info/RECORD": vendored_record,
+        },
+    )
+    r = check(
+        [make_layer(tmp_path / "v.zip", install_wheel(wheel, "python/"))], runtime="python3.12"
+    )
     assert r.ok and r.findings == ()
     assert {d["name"] for d in r.distributions} == {"outer", "inner"}
 
@@ -285,9 +320,13 @@ def test_record_hashes_big_members_and_elf(tmp_path: Path, elves: Elves) -> None
     # a member above the batch threshold goes through the streaming path
     big = bytes(range(256)) * 8192 * 3  # 6 MiB, compresses well but not to nothing
     so = elves.read("fcntl64")
-    wheel = make_wheel(tmp_path / "w", "bigpkg", "1.0", tags="cp311-cp311-linux_x86_64",
-                       files={"bigpkg/blob.bin": big,
-                              "bigpkg/_x.cpython-311-x86_64-linux-gnu.so": so})
+    wheel = make_wheel(
+        tmp_path / "w",
+        "bigpkg",
+        "1.0",
+        tags="cp311-cp311-linux_x86_64",
+        files={"bigpkg/blob.bin": big, "bigpkg/_x.cpython-311-x86_64-linux-gnu.so": so},
+    )
     files = install_wheel(wheel, SITE311)
     r = check([make_layer(tmp_path / "big.zip", files)], runtime="python3.11")
     assert codes(r) == {"glibc-too-new"}  # linux_x86_64 tag: the ELF scan decides
@@ -300,11 +339,15 @@ def test_record_hashes_big_members_and_elf(tmp_path: Path, elves: Elves) -> None
 
 
 def test_zip_slip_and_symlinks(tmp_path: Path) -> None:
-    layer = make_layer(tmp_path / "slip.zip", {
-        "python/ok.py": b"",
-        "../../etc/cron.d/evil": b"* * * * * root sh\n",
-        "/abs/path": b"",
-    }, symlinks={"python/escape": "../../../etc/passwd", "python/inside": "ok.py"})
+    layer = make_layer(
+        tmp_path / "slip.zip",
+        {
+            "python/ok.py": b"",
+            "../../etc/cron.d/evil": b"* * * * * root sh\n",
+            "/abs/path": b"",
+        },
+        symlinks={"python/escape": "../../../etc/passwd", "python/inside": "ok.py"},
+    )
     r = check([layer], runtime="python3.12")
     unsafe = [f for f in r.findings if f.code == "unsafe-path"]
     assert len(unsafe) == 3
@@ -319,8 +362,9 @@ def test_duplicates_and_lying_sizes(tmp_path: Path) -> None:
         zf.writestr("python/a.py", b"1")
         with pytest.warns(UserWarning, match="Duplicate"):
             zf.writestr("python/a.py", b"2")
-        zf.writestr(zipfile.ZipInfo("python/blob"), b"\x00" * 10_000,
-                    compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr(
+            zipfile.ZipInfo("python/blob"), b"\x00" * 10_000, compress_type=zipfile.ZIP_DEFLATED
+        )
     # make the central directory claim ~4 GiB for python/blob (a ratio deflate cannot reach)
     data = bytearray(path.read_bytes())
     pos = data.find(b"PK\x01\x02")
@@ -357,8 +401,10 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
 
 def test_sizes_add_up_and_layer_count(tmp_path: Path) -> None:
     zeros = b"\x00" * (27 * 1024 * 1024)
-    first = make_layer(tmp_path / "z0.zip", {"python/blob0.bin": zeros,
-                                             "python/blob1.bin": zeros, "python/m.py": b""})
+    first = make_layer(
+        tmp_path / "z0.zip",
+        {"python/blob0.bin": zeros, "python/blob1.bin": zeros, "python/m.py": b""},
+    )
     layers = [first]
     for i in range(1, 6):  # the same bytes under other names: sizes still add up
         copy = tmp_path / f"z{i}.zip"
@@ -381,11 +427,18 @@ def test_layer_built_by_layer_tree(tmp_path: Path, elves: Elves) -> None:
     from torchwheel.layer import LayerTree, layer_prefix, write_layer_zip
     from torchwheel.targets import make_target
 
-    target = make_target("python3.11")
-    native = make_wheel(tmp_path / "w", "native", "1.0", tags="cp311-cp311-linux_x86_64",
-                        files={"native/__init__.py": b"",
-                               "native/_c.cpython-311-x86_64-linux-gnu.so": elves.read("fcntl64")},
-                        requires_dist=("pure",))
+    target = make_target("x86_64", runtime="python3.11")
+    native = make_wheel(
+        tmp_path / "w",
+        "native",
+        "1.0",
+        tags="cp311-cp311-linux_x86_64",
+        files={
+            "native/__init__.py": b"",
+            "native/_c.cpython-311-x86_64-linux-gnu.so": elves.read("fcntl64"),
+        },
+        requires_dist=("pure",),
+    )
     pure = pure_wheel(tmp_path, "pure", "1.0")
     tree = LayerTree(tmp_path / "tree", layer_prefix(target))
     tree.install(native)
@@ -413,24 +466,38 @@ def test_real_torch_layer(torch_layer: Path) -> None:
         return {f.code for f in by[label].findings if severity in (None, f.severity)}
 
     py311 = by["python3.11/x86_64"]
-    glibc = {f.path.rsplit(":", 1)[1]: f.detail["needs"] for f in py311.findings
-             if f.code == "glibc-too-new"}
+    glibc = {
+        f.path.rsplit(":", 1)[1]: f.detail["needs"]
+        for f in py311.findings
+        if f.code == "glibc-too-new"
+    }
     assert glibc[SITE311 + "torch/lib/libtorch_cpu.so"] == "2.28"
     assert "record-mismatch" not in vcodes("python3.11/x86_64")  # 12,248 files vs RECORD
     assert {"unzipped-too-large", "tag-incompatible", "missing-dependency"} <= vcodes(
-        "python3.11/x86_64", "error")
+        "python3.11/x86_64", "error"
+    )
     assert "zipped-over-direct-upload" in codes(r, "warning")
     assert r.elf_files > 100
     al2023 = "provided.al2023/x86_64 (CPython 3.11)"
-    native = {"glibc-too-new", "glibcxx-too-new", "elf-arch-mismatch", "abi-mismatch",
-              "tag-incompatible"}
+    native = {
+        "glibc-too-new",
+        "glibcxx-too-new",
+        "elf-arch-mismatch",
+        "abi-mismatch",
+        "tag-incompatible",
+    }
     assert not vcodes(al2023) & native
     assert vcodes(al2023, "error") == {"unzipped-too-large", "missing-dependency"}
     assert "elf-arch-mismatch" in vcodes("provided.al2023/arm64 (CPython 3.11)")
     assert by["python3.12/x86_64"].reason is not None
     assert by["python3.12/x86_64"].reason.startswith("wrong-python-dir")
-    ok = check([torch_layer], runtime="provided.al2023", python="3.11", record=False,
-               ignore=["unzipped-too-large", "missing-dependency"])
+    ok = check(
+        [torch_layer],
+        runtime="provided.al2023",
+        python="3.11",
+        record=False,
+        ignore=["unzipped-too-large", "missing-dependency"],
+    )
     assert ok.ok
 
 
@@ -464,11 +531,22 @@ def test_expander_hook_adds_entries(tmp_path: Path, elves: Elves) -> None:
         reader = ZipReader(nested)
         readers.append(reader)
         m = reader.members[0]
-        return Expansion(entries=[LayerEntry(
-            path=m.name, size=m.file_size, mode=m.mode, is_symlink=False, is_dir=False,
-            origin=f"{entry.label}!", mount="/tmp/unpacked", open=lambda: reader.open(m),
-            expanded_from=entry.label,
-        )], sys_path=("/tmp/unpacked",))
+        return Expansion(
+            entries=[
+                LayerEntry(
+                    path=m.name,
+                    size=m.file_size,
+                    mode=m.mode,
+                    is_symlink=False,
+                    is_dir=False,
+                    origin=f"{entry.label}!",
+                    mount="/tmp/unpacked",
+                    open=lambda: reader.open(m),
+                    expanded_from=entry.label,
+                )
+            ],
+            sys_path=("/tmp/unpacked",),
+        )
 
     EXPANDERS.append(expand)
     try:
@@ -503,8 +581,9 @@ def test_unconfirmed_system_library_is_a_warning_that_says_so(tmp_path: Path) ->
     src = tmp_path / "usez.c"
     src.write_text("#include <zlib.h>\nconst char *v(void){return zlibVersion();}\n")
     so = tmp_path / "libusez.so"
-    done = subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
     layer = make_layer(tmp_path / "z.zip", {"python/usez.so": so.read_bytes()})
@@ -517,6 +596,8 @@ def test_unconfirmed_system_library_is_a_warning_that_says_so(tmp_path: Path) ->
     real = subprocess.run(["gcc", "-print-file-name=libz.so.1"], capture_output=True, text=True)
     libz = Path(real.stdout.strip())
     if libz.is_file():
-        both = make_layer(tmp_path / "zz.zip", {"python/usez.so": so.read_bytes(),
-                                                "lib/libz.so.1": libz.read_bytes()})
+        both = make_layer(
+            tmp_path / "zz.zip",
+            {"python/usez.so": so.read_bytes(), "lib/libz.so.1": libz.read_bytes()},
+        )
         assert check([both], runtime="provided.al2023", python="3.12").findings == ()

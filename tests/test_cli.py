@@ -69,10 +69,10 @@ def test_torchwheel_debug_environment_variable() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 3 and "Traceback" not in out.stderr
     # the variable is read by main(), from the environment of the process
-    code = ("import sys\nfrom torchwheel import cli\n"
-            "print(cli._debug_requested([]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True)
+    code = "import sys\nfrom torchwheel import cli\nprint(cli._debug_requested([]))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert out.stdout.strip() == "True"
 
 

@@ -16,8 +16,12 @@ from torchwheel.cli import main
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "torchwheel", "check", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "torchwheel", "check", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -28,10 +32,13 @@ def good_layer(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def glibc_layer(tmp_path: Path, elves: Elves) -> Path:
-    return make_layer(tmp_path / "glibc.zip", {
-        "python/fast.so": elves.read("fcntl64"),
-        "python/__pycache__/x.cpython-39.pyc": b"\x00" * 16,
-    })
+    return make_layer(
+        tmp_path / "glibc.zip",
+        {
+            "python/fast.so": elves.read("fcntl64"),
+            "python/__pycache__/x.cpython-39.pyc": b"\x00" * 16,
+        },
+    )
 
 
 def test_exit_0_and_verdict_line(good_layer: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,10 +55,24 @@ def test_exit_1_with_table(glibc_layer: Path, capsys: pytest.CaptureFixture[str]
     # warnings only: 0, unless --strict
     assert main(["check", str(glibc_layer), "--runtime", "python3.12"]) == 0
     assert main(["check", str(glibc_layer), "--runtime", "python3.12", "--strict"]) == 1
-    assert main(["check", str(glibc_layer), "--runtime", "python3.12", "--strict",
-                 "--ignore", "foreign-pycache"]) == 0
-    assert main(["check", str(glibc_layer), "--runtime", "python3.11",
-                 "--ignore", "glibc-too-new"]) == 0
+    assert (
+        main(
+            [
+                "check",
+                str(glibc_layer),
+                "--runtime",
+                "python3.12",
+                "--strict",
+                "--ignore",
+                "foreign-pycache",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["check", str(glibc_layer), "--runtime", "python3.11", "--ignore", "glibc-too-new"])
+        == 0
+    )
 
 
 def test_matrix_output(glibc_layer: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,10 +86,19 @@ def test_json_schema(glibc_layer: Path) -> None:
     proc = run_cli(glibc_layer, "--runtime", "python3.11", "--json")
     assert proc.returncode == 1, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["schema"] == 1 and data["mode"] == "target" and data["ok"] is False
+    assert (
+        data["schema"] == "torchwheel.check/1" and data["mode"] == "target" and data["ok"] is False
+    )
     assert data["exit_code"] == 1
-    assert set(data) >= {"paths", "findings", "verdicts", "sizes", "distributions", "stats",
-                         "ignored"}
+    assert set(data) >= {
+        "paths",
+        "findings",
+        "verdicts",
+        "sizes",
+        "distributions",
+        "stats",
+        "ignored",
+    }
     f = next(f for f in data["findings"] if f["code"] == "glibc-too-new")
     assert set(f) == {"code", "severity", "path", "message", "detail"}
     (v,) = data["verdicts"]
@@ -88,8 +118,11 @@ def test_unreadable_inputs_exit_2_one_line(tmp_path: Path, good_layer: Path) -> 
     cut.write_bytes(good_layer.read_bytes()[:100])
     notzip = tmp_path / "notes.zip"
     notzip.write_text("just text\n")
-    for bad, words in ((cut, "cut.zip"), (notzip, "not a zip"),
-                       (tmp_path / "missing.zip", "no such file")):
+    for bad, words in (
+        (cut, "cut.zip"),
+        (notzip, "not a zip"),
+        (tmp_path / "missing.zip", "no such file"),
+    ):
         proc = run_cli(good_layer, bad)
         assert proc.returncode == 2
         assert words in proc.stderr

@@ -45,10 +45,12 @@ SOURCES = {
     "cpkg/data.json": b"{}\n",
     # constants whose marshalled form depends on the writing process's state (bpo-34093)
     "cpkg/tricky.py": b'BRACES = ("{", "}", "%", "~")\n\n\ndef linuxish(p):\n'
-                      b'    return p in {"linux", "android"} or p == "{"\n',
+    b'    return p in {"linux", "android"} or p == "{"\n',
     # enough modules for several compiler processes
-    **{f"cpkg/many/m{i:03d}.py": f"N = {i}\n\n\ndef f(x):\n    return x + N\n".encode()
-       for i in range(150)},
+    **{
+        f"cpkg/many/m{i:03d}.py": f"N = {i}\n\n\ndef f(x):\n    return x + N\n".encode()
+        for i in range(150)
+    },
 }
 COMPILED = sorted([r for r in SOURCES if r.endswith(".py") and "legacy" not in r] + ["cdep.py"])
 
@@ -61,11 +63,13 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def cpkg(index_server: IndexServer, tmp_path: Path) -> IndexServer:
-    w = make_wheel(tmp_path / "wheels", "cpkg", "1.0", files=dict(SOURCES),
-                   requires_dist=["cdep"])
-    dep = make_wheel(tmp_path / "wheels", "cdep", "2.0",
-                     files={"cdep.py": b"NAME = 'cdep'\n",
-                            "cdep_stubs/__init__.pyi": b"NAME: str\n"})
+    w = make_wheel(tmp_path / "wheels", "cpkg", "1.0", files=dict(SOURCES), requires_dist=["cdep"])
+    dep = make_wheel(
+        tmp_path / "wheels",
+        "cdep",
+        "2.0",
+        files={"cdep.py": b"NAME = 'cdep'\n", "cdep_stubs/__init__.pyi": b"NAME: str\n"},
+    )
     index_server.add_project("cpkg", [w])
     index_server.add_project("cdep", [dep])
     return index_server
@@ -77,14 +81,16 @@ def _record(site: Path, dist_info: str) -> dict[str, tuple[str, str]]:
 
 
 def _hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
-        b"=").decode()
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def _pyc_for(rel: str) -> str:
     head, _, name = rel.rpartition("/")
-    return f"{head}/__pycache__/{name[:-3]}.{TAG}.pyc" if head else \
-        f"__pycache__/{name[:-3]}.{TAG}.pyc"
+    return (
+        f"{head}/__pycache__/{name[:-3]}.{TAG}.pyc"
+        if head
+        else f"__pycache__/{name[:-3]}.{TAG}.pyc"
+    )
 
 
 @needs_cpython
@@ -92,8 +98,18 @@ def test_tree_has_recorded_unchecked_hash_pycs_that_imports_use(
     cpkg: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tree = tmp_path / "tree"
-    rc, out, err = run(capsys, "cpkg", *TARGET, "--index-url", cpkg.url, "--tree", str(tree),
-                       "--slim", "--compile", "--json")
+    rc, out, err = run(
+        capsys,
+        "cpkg",
+        *TARGET,
+        "--index-url",
+        cpkg.url,
+        "--tree",
+        str(tree),
+        "--slim",
+        "--compile",
+        "--json",
+    )
     assert rc == 0, err
     rep = json.loads(out)
     site = tree / SITE
@@ -109,7 +125,8 @@ def test_tree_has_recorded_unchecked_hash_pycs_that_imports_use(
         assert head[8:16] == importlib.util.source_hash((site / rel).read_bytes())
     assert not (site / "cpkg/testdata/__pycache__").exists()  # legacy.py failed: no empty dir
     assert sorted(p.relative_to(site).as_posix() for p in site.rglob("*.pyc")) == sorted(
-        _pyc_for(r) for r in compiled)
+        _pyc_for(r) for r in compiled
+    )
     # RECORD lists each pyc with its hash and size, under the distribution of its source
     rec = _record(site, "cpkg-1.0.dist-info")
     for rel in compiled:
@@ -134,20 +151,24 @@ def test_tree_has_recorded_unchecked_hash_pycs_that_imports_use(
     (site / "cpkg/sub.py").write_bytes(b'VALUE = "source"\n')
     for p in sorted(site.rglob("*"), reverse=True):
         p.chmod(0o555 if p.is_dir() else 0o444)
-    code = (f"import sys; sys.path.insert(0, {str(site)!r}); import cpkg, cpkg.tools.helper, "
-            "cdep; print(cpkg.VALUE, cpkg.sub.twice(21), cpkg.tools.helper.HERE, cdep.NAME, "
-            "cpkg.sub.__file__ == cpkg.sub.__spec__.origin)")
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r}); import cpkg, cpkg.tools.helper, "
+        "cdep; print(cpkg.VALUE, cpkg.sub.twice(21), cpkg.tools.helper.HERE, cdep.NAME, "
+        "cpkg.sub.__file__ == cpkg.sub.__spec__.origin)"
+    )
     try:
-        proc = subprocess.run([sys.executable, "-I", "-B", "-c", code], capture_output=True,
-                              text=True)
+        proc = subprocess.run(
+            [sys.executable, "-I", "-B", "-c", code], capture_output=True, text=True
+        )
     finally:
         for p in sorted(site.rglob("*")):
             p.chmod(0o755 if p.is_dir() else 0o644)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["compiled", "42", "helper.py", "cdep", "True"]
     # human output: the compile row
-    rc, out, _ = run(capsys, "cpkg", *TARGET, "--index-url", cpkg.url, "-o",
-                     str(tmp_path / "h.zip"), "--compile")
+    rc, out, _ = run(
+        capsys, "cpkg", *TARGET, "--index-url", cpkg.url, "-o", str(tmp_path / "h.zip"), "--compile"
+    )
     assert rc == 0
     line = next(ln for ln in out.splitlines() if "compile" in ln)
     assert f" {len(compiled)} " in line and "+" in line
@@ -174,13 +195,23 @@ def test_compile_zip_is_reproducible_and_passes_check(
     # a fresh interpreter makes the same bytes (the compiler workers start from one state)
     proc = subprocess.run(
         [sys.executable, "-m", "torchwheel", "build", *base, "-o", str(tmp_path / "d.zip")],
-        capture_output=True, text=True, env={**os.environ, "TORCHWHEEL_CACHE_DIR": str(
-            tmp_path / "cache")})
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TORCHWHEEL_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "d.zip").read_bytes() == a.read_bytes()
     # one compiler process at a time or several in parallel: same bytes
-    one = build_layer(["cpkg"], runtime="provided.al2023", python=PY, index_url=cpkg.url,
-                      output=tmp_path / "one.zip", compile_bytecode=True, workers=1)
+    one = build_layer(
+        ["cpkg"],
+        arch="x86_64",
+        runtime="provided.al2023",
+        python=PY,
+        index_url=cpkg.url,
+        output=tmp_path / "one.zip",
+        compile_bytecode=True,
+        workers=1,
+    )
     assert one.sha256 == hashlib.sha256(a.read_bytes()).hexdigest()
     # torchwheel check: nothing to report about the bytecode or RECORD
     from torchwheel.checks.driver import check
@@ -196,25 +227,43 @@ def test_mismatched_python_is_refused_before_any_download(
 ) -> None:
     cpkg.clear_log()
     out_zip = tmp_path / "x.zip"
-    rc, _, err = run(capsys, "cpkg", "--runtime", "provided.al2023", "--python", OTHER_PY,
-                     "--index-url", cpkg.url, "-o", str(out_zip), "--compile")
+    rc, _, err = run(
+        capsys,
+        "cpkg",
+        "--runtime",
+        "provided.al2023",
+        "--python",
+        OTHER_PY,
+        "--index-url",
+        cpkg.url,
+        "-o",
+        str(out_zip),
+        "--compile",
+    )
     assert rc == 2
     line = err.strip()
     here = f"{platform.python_implementation()} {PY}"
     assert "\n" not in line
-    assert (f"--compile needs CPython {OTHER_PY} to write bytecode for provided.al2023/x86_64 "
-            f"(CPython {OTHER_PY}); this is {here}") in line
+    assert (
+        f"--compile needs CPython {OTHER_PY} to write bytecode for provided.al2023/x86_64 "
+        f"(CPython {OTHER_PY}); this is {here}"
+    ) in line
     assert cpkg.requests == [] and not out_zip.exists()
     with pytest.raises(InputError, match="--compile needs CPython"):
-        build_layer(["cpkg"], runtime="python3.12" if PY != "3.12" else "python3.11",
-                    index_url=cpkg.url, output=out_zip, compile_bytecode=True)
+        build_layer(
+            ["cpkg"],
+            arch="x86_64",
+            runtime="python3.12" if PY != "3.12" else "python3.11",
+            index_url=cpkg.url,
+            output=out_zip,
+            compile_bytecode=True,
+        )
     assert cpkg.requests == []
 
 
 @needs_cpython
 def test_packed_layer_carries_the_pycs(
-    cpkg: IndexServer, zstandard_wheel: Path, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str]
+    cpkg: IndexServer, zstandard_wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if PY != "3.11" or platform.machine() != "x86_64":
         pytest.skip("the zstandard test wheel is for CPython 3.11 x86_64")
@@ -222,8 +271,17 @@ def test_packed_layer_carries_the_pycs(
 
     cpkg.add_project("zstandard", [zstandard_wheel])
     out = tmp_path / "packed.zip"
-    argv = ["cpkg", *TARGET, "--index-url", cpkg.url, "-o", str(out), "--packed",
-            "--compile", "--json"]
+    argv = [
+        "cpkg",
+        *TARGET,
+        "--index-url",
+        cpkg.url,
+        "-o",
+        str(out),
+        "--packed",
+        "--compile",
+        "--json",
+    ]
     rc, text, err = run(capsys, *argv)
     assert rc == 0, err
     rep: dict[str, Any] = json.loads(text)
@@ -239,9 +297,13 @@ def test_packed_layer_carries_the_pycs(
     rc2, _, _ = run(capsys, *argv[:-1], "-o", str(tmp_path / "again.zip"))
     assert rc2 == 0 and (tmp_path / "again.zip").read_bytes() == out.read_bytes()
     # nothing written at import: the pyc next to the unpacked source came from the archive
-    proc = lambda_start(opt, tmp_path / "tmp", "sys.dont_write_bytecode = True\n"
-                        "import os, torchwheel_loader, cpkg\n"
-                        "print(cpkg.VALUE, os.path.isfile(cpkg.sub.__cached__))")
+    proc = lambda_start(
+        opt,
+        tmp_path / "tmp",
+        "sys.dont_write_bytecode = True\n"
+        "import os, torchwheel_loader, cpkg\n"
+        "print(cpkg.VALUE, os.path.isfile(cpkg.sub.__cached__))",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["compiled", "True"]
     from torchwheel.checks.driver import check

@@ -16,8 +16,9 @@ from torchwheel.remote import read_remote_metadata
 from torchwheel.targets import make_target
 from torchwheel.wheelfile import parse_metadata
 
-ARM312 = make_target("python3.12", "arm64")  # differs from the host (x86_64, 3.11)
-AL2023_311 = make_target("provided.al2023", "x86_64", "3.11")
+ARM312 = make_target("arm64", runtime="python3.12")  # differs from the host (x86_64, 3.11)
+AL2023_311 = make_target("x86_64", "3.11", runtime="provided.al2023")
+
 
 @pytest.fixture
 def world(index_server: IndexServer, tmp_path: Path) -> IndexServer:
@@ -33,8 +34,13 @@ def test_markers_use_the_target_not_the_host(world: IndexServer) -> None:
     with IndexClient(world.url) as idx:
         c = resolve_closure(["app"], ARM312, idx)
     assert names(c) == {
-        "app": "1.0", "liba": "2.0", "libb": "2.0", "libarm": "1.0", "libnew": "1.0",
-        "extra-thing": "1.0", "fancydep": "1.0",
+        "app": "1.0",
+        "liba": "2.0",
+        "libb": "2.0",
+        "libarm": "1.0",
+        "libnew": "1.0",
+        "extra-thing": "1.0",
+        "fancydep": "1.0",
     }
     assert c.pins[0].name == "app" and c.pins[0].requested
     assert not any(p.requested for p in c.pins[1:])
@@ -51,8 +57,14 @@ def test_provided_runtime_backtracks_and_ships_nothing(world: IndexServer) -> No
     with IndexClient(world.url) as idx:
         c = resolve_closure(["app"], AL2023_311, idx)
     assert names(c) == {
-        "app": "1.0", "liba": "1.0", "libb": "1.0", "libold": "1.0", "boto3": "1.0",
-        "botocore": "1.0", "extra-thing": "1.0", "fancydep": "1.0",
+        "app": "1.0",
+        "liba": "1.0",
+        "libb": "1.0",
+        "libold": "1.0",
+        "boto3": "1.0",
+        "botocore": "1.0",
+        "extra-thing": "1.0",
+        "fancydep": "1.0",
     }
     assert c.skipped_runtime == ()
 
@@ -105,10 +117,12 @@ def test_download_when_no_metadata_and_no_ranges(
 
 
 def test_nothing_compatible(index_server: IndexServer, tmp_path: Path) -> None:
-    index_server.add_project("winonly", [make_wheel(tmp_path, "winonly", "1.0",
-                                                    tags="cp312-cp312-win_amd64")])
-    index_server.add_project("needswin", [make_wheel(tmp_path, "needswin", "1.0",
-                                                     requires_dist=["winonly"])])
+    index_server.add_project(
+        "winonly", [make_wheel(tmp_path, "winonly", "1.0", tags="cp312-cp312-win_amd64")]
+    )
+    index_server.add_project(
+        "needswin", [make_wheel(tmp_path, "needswin", "1.0", requires_dist=["winonly"])]
+    )
     with IndexClient(index_server.url) as idx, pytest.raises(NoCompatibleWheel) as info:
         resolve_closure(["needswin"], ARM312, idx)
     msg = str(info.value)
@@ -146,19 +160,25 @@ def test_parse_metadata_and_remote_range_helper(world: IndexServer, tmp_path: Pa
     assert data is not None and b"Requires-Dist: liba>=1.0" in data
 
 
-def test_requires_python_from_metadata_backtracks(index_server: IndexServer,
-                                                   tmp_path: Path) -> None:
+def test_requires_python_from_metadata_backtracks(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
     # the index does not advertise Requires-Python (like a find-links directory): only the
     # wheel's METADATA says 2.0 needs 3.12, so on 3.11 the resolver must fall back to 1.0
     w = tmp_path / "w"
-    index_server.add_project("modern", [
-        make_wheel(w, "modern", "1.0"),
-        make_wheel(w, "modern", "2.0", requires_python=">=3.12"),
-    ])
-    index_server.add_project("uses-modern", [make_wheel(w, "uses-modern", "1.0",
-                                                        requires_dist=["modern"])])
-    index_server.add_project("only-new", [make_wheel(w, "only-new", "1.0",
-                                                     requires_python=">=3.13")])
+    index_server.add_project(
+        "modern",
+        [
+            make_wheel(w, "modern", "1.0"),
+            make_wheel(w, "modern", "2.0", requires_python=">=3.12"),
+        ],
+    )
+    index_server.add_project(
+        "uses-modern", [make_wheel(w, "uses-modern", "1.0", requires_dist=["modern"])]
+    )
+    index_server.add_project(
+        "only-new", [make_wheel(w, "only-new", "1.0", requires_python=">=3.13")]
+    )
     with IndexClient(index_server.url) as idx:
         assert names(resolve_closure(["uses-modern"], AL2023_311, idx))["modern"] == "1.0"
         assert names(resolve_closure(["uses-modern"], ARM312, idx))["modern"] == "2.0"

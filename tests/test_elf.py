@@ -23,15 +23,15 @@ from torchwheel.elf import (
 )
 from torchwheel.errors import ELFError
 
-NAMES = ["plain", "fcntl64", "arc4random", "cxx_plain", "cxx_new", "dep", "uses_dep",
-         "executable"]
+NAMES = ["plain", "fcntl64", "arc4random", "cxx_plain", "cxx_new", "dep", "uses_dep", "executable"]
 
 
 def _readelf(path: Path, flag: str) -> str:
     if shutil.which("readelf") is None:
         pytest.skip("readelf (binutils) is not installed")
-    return subprocess.run(["readelf", flag, "-W", str(path)], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["readelf", flag, "-W", str(path)], capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.mark.parametrize("which", NAMES)
@@ -41,7 +41,8 @@ def test_matches_readelf(elves: Elves, which: str) -> None:
     dyn = _readelf(path, "-d")
     assert list(info.needed) == re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dyn)
     assert list(info.runpath) == [
-        p for m in re.findall(r"\(RUNPATH\)\s+Library runpath: \[(.+?)\]", dyn)
+        p
+        for m in re.findall(r"\(RUNPATH\)\s+Library runpath: \[(.+?)\]", dyn)
         for p in m.split(":")
     ]
     sonames = re.findall(r"\(SONAME\)\s+Library soname: \[(.+?)\]", dyn)

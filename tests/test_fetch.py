@@ -104,8 +104,14 @@ def test_download_is_verified_cached_and_reused_offline(
     seen: list[tuple[int, int | None]] = []
     stats = FetchStats()
     with httpx.Client() as client:
-        path = fetch(url, sha256=digest, cache_dir=cache, client=client,
-                     progress=lambda d, t: seen.append((d, t)), stats=stats)
+        path = fetch(
+            url,
+            sha256=digest,
+            cache_dir=cache,
+            client=client,
+            progress=lambda d, t: seen.append((d, t)),
+            stats=stats,
+        )
     assert path == cached_path(digest, wheel.name, cache)
     assert path.read_bytes() == wheel.read_bytes()
     assert stats.downloads == 1 and stats.bytes_downloaded == wheel.stat().st_size
@@ -159,8 +165,13 @@ def test_retry_within_one_call_resumes(
 ) -> None:
     drop_server.drops = 2
     stats = FetchStats()
-    path = fetch(drop_server.url(wheel.name), sha256=wheel_sha256(wheel),
-                 cache_dir=tmp_path / "c", retries=2, stats=stats)
+    path = fetch(
+        drop_server.url(wheel.name),
+        sha256=wheel_sha256(wheel),
+        cache_dir=tmp_path / "c",
+        retries=2,
+        stats=stats,
+    )
     assert path.read_bytes() == wheel.read_bytes()
     assert len(drop_server.requests) == 3
     assert [("range" in r) for r in drop_server.requests] == [False, True, True]

@@ -28,19 +28,21 @@ from torchwheel.layer import (
 from torchwheel.targets import make_target
 from torchwheel.zipread import ZipReader
 
-TARGET = make_target("provided.al2023", "x86_64", "3.11")
+TARGET = make_target("x86_64", "3.11", runtime="provided.al2023")
 SITE = "python/lib/python3.11/site-packages"
 
+
 def _rh(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(
-        b"="
-    ).decode()
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 @pytest.fixture
 def fancy_wheel(tmp_path: Path, native_so: bytes) -> Path:
     return make_wheel(
-        tmp_path / "wheels", "fastmath", "1.0", tags="cp311-cp311-manylinux_2_17_x86_64",
+        tmp_path / "wheels",
+        "fastmath",
+        "1.0",
+        tags="cp311-cp311-manylinux_2_17_x86_64",
         files={
             "fastmath/__init__.py": b"from ._plat import VALUE\n",
             "fastmath/_native.so": native_so,
@@ -89,10 +91,14 @@ def test_layout_python(tmp_path: Path, fancy_wheel: Path) -> None:
 
 
 def test_executable_bit_kept_and_normalized(tmp_path: Path) -> None:
-    w = raw_wheel(tmp_path, "tool-1.0-py3-none-any.whl", [
-        ("tool/run", b"#!/bin/sh\necho hi\n", 0o100775),
-        ("tool/data.txt", b"x", 0o100600),
-    ])
+    w = raw_wheel(
+        tmp_path,
+        "tool-1.0-py3-none-any.whl",
+        [
+            ("tool/run", b"#!/bin/sh\necho hi\n", 0o100775),
+            ("tool/data.txt", b"x", 0o100600),
+        ],
+    )
     tree = LayerTree(tmp_path / "t", SITE)
     tree.install(w)
     site = tmp_path / "t" / SITE
@@ -100,8 +106,9 @@ def test_executable_bit_kept_and_normalized(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(site / "tool/data.txt").st_mode) == 0o644
 
 
-@pytest.mark.parametrize("bad", ["../evil.py", "/abs/evil.py", "pkg/../../evil.py",
-                                 "pkg\\..\\..\\evil.py"])
+@pytest.mark.parametrize(
+    "bad", ["../evil.py", "/abs/evil.py", "pkg/../../evil.py", "pkg\\..\\..\\evil.py"]
+)
 def test_unsafe_member_paths_are_refused(tmp_path: Path, bad: str) -> None:
     w = raw_wheel(tmp_path, "evil-1.0-py3-none-any.whl", [(bad, b"x", 0o100644)])
     with pytest.raises(ArchiveError, match="unsafe member path") as info:
@@ -111,22 +118,34 @@ def test_unsafe_member_paths_are_refused(tmp_path: Path, bad: str) -> None:
 
 
 def test_symlinks(tmp_path: Path) -> None:
-    out = raw_wheel(tmp_path / "a", "lnk-1.0-py3-none-any.whl", [
-        ("lnk/real.py", b"X = 1\n", 0o100644),
-        ("lnk/alias.py", b"real.py", 0o120777),
-    ])
+    out = raw_wheel(
+        tmp_path / "a",
+        "lnk-1.0-py3-none-any.whl",
+        [
+            ("lnk/real.py", b"X = 1\n", 0o100644),
+            ("lnk/alias.py", b"real.py", 0o120777),
+        ],
+    )
     tree = LayerTree(tmp_path / "t", SITE)
     tree.install(out)
     alias = tmp_path / "t" / SITE / "lnk/alias.py"
     assert alias.is_symlink() and alias.read_bytes() == b"X = 1\n"
-    escape = raw_wheel(tmp_path / "b", "esc-1.0-py3-none-any.whl", [
-        ("esc/passwd", b"../../../../../../../etc/passwd", 0o120777),
-    ])
+    escape = raw_wheel(
+        tmp_path / "b",
+        "esc-1.0-py3-none-any.whl",
+        [
+            ("esc/passwd", b"../../../../../../../etc/passwd", 0o120777),
+        ],
+    )
     with pytest.raises(ArchiveError, match="outside the layer tree"):
         LayerTree(tmp_path / "t2", SITE).install(escape)
-    absolute = raw_wheel(tmp_path / "c", "abs-1.0-py3-none-any.whl", [
-        ("abs/passwd", b"/etc/passwd", 0o120777),
-    ])
+    absolute = raw_wheel(
+        tmp_path / "c",
+        "abs-1.0-py3-none-any.whl",
+        [
+            ("abs/passwd", b"/etc/passwd", 0o120777),
+        ],
+    )
     with pytest.raises(ArchiveError, match="outside the layer tree"):
         LayerTree(tmp_path / "t3", SITE).install(absolute)
     # the symlink is zipped as a symlink, not as the file it points to
@@ -137,14 +156,21 @@ def test_symlinks(tmp_path: Path) -> None:
 
 
 def test_record_mismatch_and_missing_rows(tmp_path: Path) -> None:
-    bad_hash = raw_wheel(tmp_path / "a", "bad-1.0-py3-none-any.whl",
-                         [("bad/__init__.py", b"print(1)\n", 0o100644)],
-                         record={"bad/__init__.py": _rh(b"something else")})
+    bad_hash = raw_wheel(
+        tmp_path / "a",
+        "bad-1.0-py3-none-any.whl",
+        [("bad/__init__.py", b"print(1)\n", 0o100644)],
+        record={"bad/__init__.py": _rh(b"something else")},
+    )
     with pytest.raises(ArchiveError, match="does not match RECORD"):
         LayerTree(tmp_path / "t", SITE).install(bad_hash)
     assert not (tmp_path / "t" / SITE / "bad/__init__.py").exists()
-    unlisted = raw_wheel(tmp_path / "b", "unl-1.0-py3-none-any.whl",
-                         [("unl/__init__.py", b"", 0o100644)], skip_record={"unl/__init__.py"})
+    unlisted = raw_wheel(
+        tmp_path / "b",
+        "unl-1.0-py3-none-any.whl",
+        [("unl/__init__.py", b"", 0o100644)],
+        skip_record={"unl/__init__.py"},
+    )
     with pytest.raises(ArchiveError, match="not listed in RECORD"):
         LayerTree(tmp_path / "t2", SITE).install(unlisted)
 
@@ -176,8 +202,11 @@ def test_corrupt_and_non_zip_wheels(tmp_path: Path, fancy_wheel: Path) -> None:
 
 
 def test_two_dist_info_dirs_refused(tmp_path: Path) -> None:
-    w = raw_wheel(tmp_path, "two-1.0-py3-none-any.whl",
-                  [("other-2.0.dist-info/METADATA", b"Name: other\n", 0o100644)])
+    w = raw_wheel(
+        tmp_path,
+        "two-1.0-py3-none-any.whl",
+        [("other-2.0.dist-info/METADATA", b"Name: other\n", 0o100644)],
+    )
     with pytest.raises(ArchiveError, match=r"exactly one \.dist-info"):
         LayerTree(tmp_path / "t", SITE).install(w)
 
@@ -204,8 +233,9 @@ def fake_torch(tmp_path: Path, native_so: bytes) -> Path:
         "torch/csrc/api.hpp": b"// hpp\n" * 10,
         "functorch/__init__.py": b"",
     }
-    return make_wheel(tmp_path / "w", "torch", "2.13.0+cpu",
-                      tags="cp311-cp311-manylinux_2_28_x86_64", files=files)
+    return make_wheel(
+        tmp_path / "w", "torch", "2.13.0+cpu", tags="cp311-cp311-manylinux_2_28_x86_64", files=files
+    )
 
 
 EXPECTED_SLIM = {
@@ -221,8 +251,9 @@ EXPECTED_SLIM = {
 
 
 @pytest.mark.parametrize("on_install", [False, True])
-def test_slim_steps_and_record(tmp_path: Path, fake_torch: Path, native_so: bytes,
-                               on_install: bool) -> None:
+def test_slim_steps_and_record(
+    tmp_path: Path, fake_torch: Path, native_so: bytes, on_install: bool
+) -> None:
     tree = LayerTree(tmp_path / "t", SITE, slim=on_install)
     tree.install(fake_torch)
     steps = {s.step: (s.files, s.bytes_saved) for s in slim(tree)}
@@ -240,7 +271,11 @@ def test_slim_steps_and_record(tmp_path: Path, fake_torch: Path, native_so: byte
     ]
     assert not (site / "torch/include").exists() and not (site / "torch/test").exists()
     assert {p.split("/", 1)[1] for p in left if ".dist-info" in p} == {
-        "METADATA", "WHEEL", "RECORD", "INSTALLER"}
+        "METADATA",
+        "WHEEL",
+        "RECORD",
+        "INSTALLER",
+    }
     check_records(site)
 
 
@@ -254,8 +289,9 @@ def test_slim_dry_run_changes_nothing(tmp_path: Path, fake_torch: Path) -> None:
     assert (tmp_path / "t" / SITE / "torch/test/op_registration_test").exists()
 
 
-def test_strip_shrinks_real_elf_and_updates_record(tmp_path: Path, fake_torch: Path,
-                                                   native_so: bytes) -> None:
+def test_strip_shrinks_real_elf_and_updates_record(
+    tmp_path: Path, fake_torch: Path, native_so: bytes
+) -> None:
     if shutil.which("strip") is None:
         pytest.skip("no strip program")
     tree = LayerTree(tmp_path / "t", SITE)
@@ -285,8 +321,9 @@ def test_strip_shrinks_real_elf_and_updates_record(tmp_path: Path, fake_torch: P
     assert f"{SITE}/torch/lib/fake.so" in raw
 
 
-def test_strip_without_strip_program(tmp_path: Path, fake_torch: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strip_without_strip_program(
+    tmp_path: Path, fake_torch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = LayerTree(tmp_path / "t", SITE)
     tree.install(fake_torch)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -307,8 +344,9 @@ def _tree(tmp: Path, wheel: Path, *, slim_it: bool = False) -> LayerTree:
     return t
 
 
-def test_zip_is_reproducible_and_normalized(tmp_path: Path, fake_torch: Path,
-                                            fancy_wheel: Path) -> None:
+def test_zip_is_reproducible_and_normalized(
+    tmp_path: Path, fake_torch: Path, fancy_wheel: Path
+) -> None:
     a = _tree(tmp_path / "a", fake_torch)
     a.install(fancy_wheel)
     a.finalize()
@@ -337,8 +375,10 @@ def test_zip_is_reproducible_and_normalized(tmp_path: Path, fake_torch: Path,
             mode = i.external_attr >> 16
             assert stat.S_IMODE(mode) in (0o644, 0o755) and stat.S_ISREG(mode)
             assert zf.read(i) == (tmp_path / "a" / i.filename).read_bytes()
-        assert stat.S_IMODE(zf.getinfo(f"{SITE}/torch/bin/torch_shm_manager").external_attr
-                            >> 16) == 0o644  # make_wheel writes 0644 for it
+        assert (
+            stat.S_IMODE(zf.getinfo(f"{SITE}/torch/bin/torch_shm_manager").external_attr >> 16)
+            == 0o644
+        )  # make_wheel writes 0644 for it
     assert za.raw_copied + za.compressed == za.members
     assert za.compressed == 4  # two INSTALLER + two RECORD files
     assert not list(tmp_path.glob(".a.zip*"))  # no temp file left
@@ -356,7 +396,8 @@ def test_raw_copy_keeps_the_wheels_compressed_bytes(tmp_path: Path, fancy_wheel:
         assert (dst.crc, dst.compress_type) == (src.crc, src.compress_type)
         # .data/platlib members are raw-copied too, under their installed name
         assert w.read_raw(wm["fastmath-1.0.data/platlib/fastmath/_plat.py"]) == lz.read_raw(
-            lm[f"{SITE}/fastmath/_plat.py"])
+            lm[f"{SITE}/fastmath/_plat.py"]
+        )
 
 
 def test_zip_without_raw_sources_and_levels(tmp_path: Path, fancy_wheel: Path) -> None:
@@ -379,8 +420,9 @@ def test_multi_chunk_deflate_roundtrip(tmp_path: Path) -> None:
     # > 2 parallel chunks of semi-compressible data, then an empty file
     root = tmp_path / "t"
     (root / "d").mkdir(parents=True)
-    block = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest()[:8] + b"torch" * 4
-                     for i in range(400_000))
+    block = b"".join(
+        hashlib.sha256(i.to_bytes(4, "big")).digest()[:8] + b"torch" * 4 for i in range(400_000)
+    )
     (root / "d/big.bin").write_bytes(block)
     (root / "d/empty").write_bytes(b"")
     r = write_layer_zip(root, tmp_path / "x.zip", compresslevel=6)
@@ -426,7 +468,7 @@ def test_raw_copy_checks_the_wheels_local_header(tmp_path: Path, fancy_wheel: Pa
     with ZipReader(fancy_wheel) as zr:
         m = next(m for m in zr.members if m.name.endswith("_native.so"))
     data = bytearray(fancy_wheel.read_bytes())
-    data[m.header_offset:m.header_offset + 4] = b"XXXX"
+    data[m.header_offset : m.header_offset + 4] = b"XXXX"
     fancy_wheel.write_bytes(bytes(data))
     with pytest.raises(ArchiveError, match=r"_native\.so: bad local header") as info:
         write_layer_zip(tmp_path / "t", tmp_path / "l.zip", raw_sources=raw)
@@ -436,11 +478,14 @@ def test_raw_copy_checks_the_wheels_local_header(tmp_path: Path, fancy_wheel: Pa
 
 def test_layer_imports_without_the_build_pipeline() -> None:
     # packed and check import the layer's steps; that must not load the resolver, httpx or
-    # layer.build (which imports packed: no cycle), and build_layer is there on first use
-    code = ("import sys, torchwheel.packed, torchwheel.layer as layer\n"
-            "heavy = ('httpx', 'resolvelib', 'torchwheel.deps', 'torchwheel.layer.build')\n"
-            "print([m for m in heavy if m in sys.modules])\n"
-            "print(layer.build_layer.__module__, 'torchwheel.layer.build' in sys.modules)")
+    # layer.build (which imports packed: no cycle); build_layer comes from torchwheel
+    code = (
+        "import sys, torchwheel.packed, torchwheel.layer\n"
+        "heavy = ('httpx', 'resolvelib', 'torchwheel.deps', 'torchwheel.layer.build')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "import torchwheel\n"
+        "print(torchwheel.build_layer.__module__, 'torchwheel.layer.build' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["[]", "torchwheel.layer.build True"]

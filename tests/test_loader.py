@@ -39,8 +39,14 @@ def test_loader_is_python38_syntax_and_stdlib_only() -> None:
 
 
 def _manifest(archive: Path, files: int, disk: int = 1 << 20) -> dict[str, Any]:
-    return {"format": 1, "archive": archive.name, "files": files, "disk_size": disk,
-            "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(), "python": None}
+    return {
+        "format": 1,
+        "archive": archive.name,
+        "files": files,
+        "disk_size": disk,
+        "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+        "python": None,
+    }
 
 
 def _raw_archive(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
@@ -112,8 +118,9 @@ def test_unpack_truncated_archive(packed: tuple[Path, dict[str, Any]], tmp_path:
     ["../escape.py", "/abs/evil.py", "ok/../../escape.py", "a\\b.py", "C:/x.py"],
 )
 def test_unpack_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
-    archive = _raw_archive(tmp_path / "evil.tar.zst",
-                           [_file("good.py", b"x"), _file(name, b"owned")])
+    archive = _raw_archive(
+        tmp_path / "evil.tar.zst", [_file("good.py", b"x"), _file(name, b"owned")]
+    )
     with pytest.raises(loader.LoaderError, match=r"member path|bad member name"):
         loader.unpack(str(archive), _manifest(archive, 2), str(tmp_path / "tmp" / "inner"))
     assert not (tmp_path / "escape.py").exists()
@@ -122,8 +129,9 @@ def test_unpack_refuses_unsafe_names(tmp_path: Path, name: str) -> None:
     assert all(n.endswith(".lock") for n in left), left
 
 
-@pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE,
-                                  tarfile.FIFOTYPE])
+@pytest.mark.parametrize(
+    "kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE]
+)
 def test_unpack_refuses_links_and_devices(tmp_path: Path, kind: bytes) -> None:
     link = tarfile.TarInfo("pkg/link")
     link.type = kind
@@ -134,8 +142,9 @@ def test_unpack_refuses_links_and_devices(tmp_path: Path, kind: bytes) -> None:
     assert [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.endswith(".lock")] == []
 
 
-def test_file_count_mismatch_is_refused(packed: tuple[Path, dict[str, Any]],
-                                        tmp_path: Path) -> None:
+def test_file_count_mismatch_is_refused(
+    packed: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     archive, manifest = packed
     with pytest.raises(loader.LoaderError, match="unpacked 3 files, manifest says 4"):
         loader.unpack(str(archive), dict(manifest, files=4), str(tmp_path / "tmp"))
@@ -155,8 +164,9 @@ def test_check_space_message() -> None:
 def _can_mount_tmpfs(where: Path) -> bool:
     if os.geteuid() != 0:
         return False
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-                          capture_output=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True
+    )
     return proc.returncode == 0
 
 
@@ -173,15 +183,18 @@ def tiny_tmp(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(where)], check=False)
 
 
-def test_too_small_tmp_gives_clear_error(packed: tuple[Path, dict[str, Any]],
-                                         tiny_tmp: Path) -> None:
+def test_too_small_tmp_gives_clear_error(
+    packed: tuple[Path, dict[str, Any]], tiny_tmp: Path
+) -> None:
     archive, manifest = packed
     manifest = dict(manifest, disk_size=0)
-    with pytest.raises(loader.LoaderError, match=r"not enough space in .*tiny-.*: the packed "
-                       r"layer needs 16 MB to unpack, 2 MB are free; .*EphemeralStorage"):
+    with pytest.raises(
+        loader.LoaderError,
+        match=r"not enough space in .*tiny-.*: the packed "
+        r"layer needs 16 MB to unpack, 2 MB are free; .*EphemeralStorage",
+    ):
         loader.unpack(str(archive), manifest, str(tiny_tmp))
-    assert [p.name for p in tiny_tmp.iterdir()] == [
-        f"torchwheel-{manifest['sha256'][:16]}.lock"]
+    assert [p.name for p in tiny_tmp.iterdir()] == [f"torchwheel-{manifest['sha256'][:16]}.lock"]
 
 
 def test_enospc_during_unpack_is_clear(tmp_path: Path, tiny_tmp: Path) -> None:
@@ -206,8 +219,9 @@ print(unpack({archive!r}, manifest, {parent!r}), L.unpacked_now)
 """
 
 
-def test_concurrent_unpacks_produce_one_tree(packed: tuple[Path, dict[str, Any]],
-                                             tmp_path: Path) -> None:
+def test_concurrent_unpacks_produce_one_tree(
+    packed: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
     import json
 
     archive, manifest = packed
@@ -215,22 +229,32 @@ def test_concurrent_unpacks_produce_one_tree(packed: tuple[Path, dict[str, Any]]
     loader_dir.mkdir()
     (loader_dir / "torchwheel_loader_under_test.py").write_bytes(loader_source())
     parent = tmp_path / "tmp"
-    code = _RACE.format(loader_dir=str(loader_dir), manifest=json.dumps(manifest),
-                        archive=str(archive), parent=str(parent))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    code = _RACE.format(
+        loader_dir=str(loader_dir),
+        manifest=json.dumps(manifest),
+        archive=str(archive),
+        parent=str(parent),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     results = [o[0].split() for o in outs]
     assert len({r[0] for r in results}) == 1
     assert sorted(r[1] for r in results) == ["False", "False", "False", "True"]
     assert sorted(p.name for p in parent.iterdir()) == [
-        Path(results[0][0]).name, Path(results[0][0]).name + ".lock"]
+        Path(results[0][0]).name,
+        Path(results[0][0]).name + ".lock",
+    ]
 
 
-def test_activate_inserts_before_layer_entries(packed: tuple[Path, dict[str, Any]],
-                                               tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_activate_inserts_before_layer_entries(
+    packed: tuple[Path, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     archive, manifest = packed
@@ -248,6 +272,9 @@ def test_activate_inserts_before_layer_entries(packed: tuple[Path, dict[str, Any
 
 
 def test_missing_manifest_is_clear(tmp_path: Path) -> None:
-    with pytest.raises(ImportError, match=r"cannot read .*manifest\.json: .*is the packed layer "
-                       "attached"):
+    with pytest.raises(
+        ImportError,
+        match=r"cannot read .*manifest\.json: .*is the packed layer "
+        "attached",
+    ):
         loader.activate(str(tmp_path))

@@ -91,8 +91,9 @@ def test_pack_tree_is_reproducible_sorted_and_normalized(tree: Path, tmp_path: P
     assert a.unpacked_size == sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
 
 
-def test_source_date_epoch_changes_mtime(tree: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_date_epoch_changes_mtime(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     info = pack_tree(tree, tmp_path / "x.tar.zst", level=1)
     assert {m.mtime for m in _tar_members(info.archive)} == {1700000000}
@@ -104,7 +105,8 @@ def test_level_changes_bytes_not_content(tree: Path, tmp_path: Path) -> None:
     high = pack_tree(tree, tmp_path / "19.tar.zst", level=19)
     assert high.archive_size < low.archive_size
     assert [m.name for m in _tar_members(low.archive)] == [
-        m.name for m in _tar_members(high.archive)]
+        m.name for m in _tar_members(high.archive)
+    ]
 
 
 def test_pack_tree_refuses_symlinks_and_leaves_nothing(tree: Path, tmp_path: Path) -> None:
@@ -128,10 +130,15 @@ def test_pack_tree_rejects_missing_dir(tmp_path: Path) -> None:
 
 def test_install_wheel_flat_merges_data_and_rewrites_record(tmp_path: Path) -> None:
     whl = make_wheel(
-        tmp_path / "w", "demo", "1.0",
+        tmp_path / "w",
+        "demo",
+        "1.0",
         files={"demo/__init__.py": b"A = 1\n", "demo/_x.so": b"\x7fELF fake"},
-        data={"purelib": {"demo_extra.py": b"B = 2\n"}, "scripts": {"demo-cli": b"#!x\n"},
-              "headers": {"demo.h": b"int x;\n"}},
+        data={
+            "purelib": {"demo_extra.py": b"B = 2\n"},
+            "scripts": {"demo-cli": b"#!x\n"},
+            "headers": {"demo.h": b"int x;\n"},
+        },
     )
     dest = tmp_path / "python"
     written = install_wheel_flat(whl, dest, exclude=lambda rel: rel.endswith(".so"))
@@ -175,17 +182,22 @@ def _site_packages(tmp_path: Path, wheels: list[Path]) -> Path:
 @pytest.fixture
 def pure_wheel(tmp_path: Path) -> Path:
     return make_wheel(
-        tmp_path / "wheels", "purepkg", "2.0",
-        files={"purepkg/__init__.py": b"def answer():\n    return 42\n",
-               "purepkg/data/table.txt": b"x" * 100_000},
+        tmp_path / "wheels",
+        "purepkg",
+        "2.0",
+        files={
+            "purepkg/__init__.py": b"def answer():\n    return 42\n",
+            "purepkg/data/table.txt": b"x" * 100_000,
+        },
     )
 
 
 @needs_host_target
-def test_make_packed_tree_layout(tmp_path: Path, pure_wheel: Path, native_wheel: Path,
-                                 zstandard_wheel: Path) -> None:
+def test_make_packed_tree_layout(
+    tmp_path: Path, pure_wheel: Path, native_wheel: Path, zstandard_wheel: Path
+) -> None:
     sp = _site_packages(tmp_path, [pure_wheel, native_wheel])
-    target = make_target("provided.al2023", "x86_64", PY)
+    target = make_target("x86_64", PY, runtime="provided.al2023")
     layer = tmp_path / "layer"
     info = make_packed_tree(sp, layer, target, level=3, zstandard_wheel=zstandard_wheel)
     py = layer / "python"
@@ -207,8 +219,10 @@ def test_make_packed_tree_layout(tmp_path: Path, pure_wheel: Path, native_wheel:
     assert info.layer_bytes == sum(p.stat().st_size for p in layer.rglob("*") if p.is_file())
     assert info.unpack_seconds is not None and info.unpack_seconds > 0
     assert info.fits()["unzipped"] is True
-    assert set(info.extra_files) >= {f"python/{LOADER_NAME}",
-                                     f"python/{MANIFEST_DIR}/manifest.json"}
+    assert set(info.extra_files) >= {
+        f"python/{LOADER_NAME}",
+        f"python/{MANIFEST_DIR}/manifest.json",
+    }
     doc = info.to_json()
     assert doc["archive_bytes"] == archive.stat().st_size
     assert doc["needs_ephemeral_storage"] is False
@@ -216,21 +230,22 @@ def test_make_packed_tree_layout(tmp_path: Path, pure_wheel: Path, native_wheel:
 
 
 def test_make_packed_tree_needs_a_zstandard_wheel_before_314(tree: Path, tmp_path: Path) -> None:
-    target = make_target("python3.12", "x86_64")
+    target = make_target("x86_64", runtime="python3.12")
     with pytest.raises(InputError, match=r"needs a zstandard wheel for python3\.12/x86_64"):
         make_packed_tree(tree, tmp_path / "layer", target, level=1)
 
 
 def test_make_packed_tree_refuses_zstandard_for_wrong_target(tree: Path, tmp_path: Path) -> None:
-    wrong = make_wheel(tmp_path / "w", "zstandard", "0.25.0",
-                       tags="cp312-cp312-manylinux2014_x86_64")
-    target = make_target("provided.al2023", "x86_64", "3.11")
+    wrong = make_wheel(
+        tmp_path / "w", "zstandard", "0.25.0", tags="cp312-cp312-manylinux2014_x86_64"
+    )
+    target = make_target("x86_64", "3.11", runtime="provided.al2023")
     with pytest.raises(InputError, match=r"does not fit provided\.al2023/x86_64"):
         make_packed_tree(tree, tmp_path / "layer", target, level=1, zstandard_wheel=wrong)
 
 
 def test_python314_target_uses_stdlib_zstd(tree: Path, tmp_path: Path) -> None:
-    target = make_target("python3.14", "arm64")
+    target = make_target("arm64", runtime="python3.14")
     info = make_packed_tree(tree, tmp_path / "layer", target, level=3, measure=False)
     assert info.decompressor == "compression.zstd"
     assert not (tmp_path / "layer" / "python" / "zstandard").exists()
@@ -240,14 +255,27 @@ def test_python314_target_uses_stdlib_zstd(tree: Path, tmp_path: Path) -> None:
 
 def test_packinfo_quota_arithmetic(tmp_path: Path) -> None:
     q = quotas()
-    base = dict(archive=tmp_path / "a", sha256="0" * 64, unpacked_size=0, files=1, dirs=1,
-                level=DEFAULT_LEVEL, python="3.11", decompressor="zstd", pack_seconds=0.0)
+    base = dict(
+        archive=tmp_path / "a",
+        sha256="0" * 64,
+        unpacked_size=0,
+        files=1,
+        dirs=1,
+        level=DEFAULT_LEVEL,
+        python="3.11",
+        decompressor="zstd",
+        pack_seconds=0.0,
+    )
     small = PackInfo(archive_size=10, disk_size=100 * 2**20, layer_bytes=20, **base)  # type: ignore[arg-type]
     assert small.ephemeral_mb_needed == 116  # 100 MB + 16 MB margin
     assert small.ephemeral_storage_mb == 512
     assert not small.needs_more_ephemeral_storage
-    big = PackInfo(archive_size=q.direct_upload_zipped + 1, disk_size=600 * 2**20,
-                   layer_bytes=q.unzipped - 10, **base)  # type: ignore[arg-type]
+    big = PackInfo(
+        archive_size=q.direct_upload_zipped + 1,
+        disk_size=600 * 2**20,
+        layer_bytes=q.unzipped - 10,
+        **base,  # type: ignore[arg-type]
+    )
     assert big.needs_more_ephemeral_storage
     assert big.ephemeral_storage_mb == 704  # 616 + 32 rounded up to 64
     assert big.fits() == {"unzipped": True, "direct_upload": False}
@@ -266,14 +294,21 @@ print(sys.path.index(torchwheel_loader.path))
 
 
 @pytest.fixture
-def small_layer_zip(tmp_path: Path, pure_wheel: Path, native_wheel: Path,
-                    zstandard_wheel: Path) -> Path:
+def small_layer_zip(
+    tmp_path: Path, pure_wheel: Path, native_wheel: Path, zstandard_wheel: Path
+) -> Path:
     if not HOST_TARGET_OK:
         pytest.skip("simulated starts run the host interpreter as CPython 3.11 x86_64")
     sp = _site_packages(tmp_path, [pure_wheel, native_wheel])
     layer = tmp_path / "layer"
-    make_packed_tree(sp, layer, make_target("provided.al2023", "x86_64", PY), level=3,
-                     zstandard_wheel=zstandard_wheel, measure=False)
+    make_packed_tree(
+        sp,
+        layer,
+        make_target("x86_64", PY, runtime="provided.al2023"),
+        level=3,
+        zstandard_wheel=zstandard_wheel,
+        measure=False,
+    )
     return zip_tree(layer, tmp_path / "layer.zip")
 
 
@@ -301,14 +336,19 @@ def test_simulated_start_function_code_wins(small_layer_zip: Path, tmp_path: Pat
     task = tmp_path / "task"
     (task / "purepkg").mkdir(parents=True)
     (task / "purepkg" / "__init__.py").write_text("def answer():\n    return 'function'\n")
-    proc = lambda_start(opt, tmp_path / "tmp", "import torchwheel_loader, purepkg\n"
-                        "print(purepkg.answer())", function_dir=task)
+    proc = lambda_start(
+        opt,
+        tmp_path / "tmp",
+        "import torchwheel_loader, purepkg\nprint(purepkg.answer())",
+        function_dir=task,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "function"
 
 
 def test_simulated_start_recovers_after_half_finished_unpack(
-        small_layer_zip: Path, tmp_path: Path) -> None:
+    small_layer_zip: Path, tmp_path: Path
+) -> None:
     opt = unzip_layer(small_layer_zip, tmp_path / "opt")
     tmp = tmp_path / "tmp"
     sha = read_manifest(opt / "python")["sha256"]
@@ -352,8 +392,10 @@ def test_simulated_start_wrong_python(small_layer_zip: Path, tmp_path: Path) -> 
     mpath.write_text(json.dumps(manifest))
     proc = lambda_start(opt, tmp_path / "tmp", "import torchwheel_loader")
     assert proc.returncode != 0
-    assert ("the packed layer was built for Python 3.12, this function runs Python "
-            f"{PY}; rebuild it with --python {PY}") in proc.stderr
+    assert (
+        "the packed layer was built for Python 3.12, this function runs Python "
+        f"{PY}; rebuild it with --python {PY}"
+    ) in proc.stderr
 
 
 def test_layer_without_zstandard_gives_clear_error(small_layer_zip: Path, tmp_path: Path) -> None:
@@ -378,13 +420,17 @@ def test_resolve_zstandard_picks_the_target_wheel(index_server: Any, tmp_path: P
     ]
     index_server.add_project("zstandard", wheels)
     with IndexClient(index_server.url) as index:
-        got = resolve_zstandard(make_target("python3.11", "x86_64"), index,
-                                cache_dir=tmp_path / "cache")
+        got = resolve_zstandard(
+            make_target("x86_64", runtime="python3.11"), index, cache_dir=tmp_path / "cache"
+        )
         assert got.name == "zstandard-0.25.0-cp311-cp311-manylinux2014_x86_64.whl"
         assert got.read_bytes() == wheels[0].read_bytes()
         # AL2023 has glibc 2.34: the newer manylinux_2_34 wheel fits there
-        al2023 = resolve_zstandard(make_target("provided.al2023", "x86_64", "3.11"), index,
-                                   cache_dir=tmp_path / "cache")
+        al2023 = resolve_zstandard(
+            make_target("x86_64", "3.11", runtime="provided.al2023"),
+            index,
+            cache_dir=tmp_path / "cache",
+        )
         assert al2023.name == "zstandard-0.26.0-cp311-cp311-manylinux_2_34_x86_64.whl"
 
 
@@ -393,11 +439,14 @@ def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
     from torchwheel.index import IndexClient
     from torchwheel.packed import resolve_zstandard
 
-    index_server.add_project("zstandard", [
-        make_wheel(tmp_path, "zstandard", "0.25.0", tags="cp311-cp311-win_amd64")])
-    with IndexClient(index_server.url) as index, pytest.raises(
-            NoCompatibleWheel, match=r"no zstandard wheel fits python3\.11/arm64"):
-        resolve_zstandard(make_target("python3.11", "arm64"), index)
+    index_server.add_project(
+        "zstandard", [make_wheel(tmp_path, "zstandard", "0.25.0", tags="cp311-cp311-win_amd64")]
+    )
+    with (
+        IndexClient(index_server.url) as index,
+        pytest.raises(NoCompatibleWheel, match=r"no zstandard wheel fits python3\.11/arm64"),
+    ):
+        resolve_zstandard(make_target("arm64", runtime="python3.11"), index)
 
 
 # --- check understands packed layers ----------------------------------------------------------
@@ -480,7 +529,9 @@ def test_check_warns_when_tmp_default_is_too_small(tmp_path: Path) -> None:
     with open(tree / "blob" / "zeros.bin", "wb") as f:  # sparse: cheap to make and to pack
         f.truncate(600 * 2**20)
     layer = tmp_path / "layer"
-    make_packed_tree(tree, layer, make_target("python3.14", "x86_64"), level=1, measure=False)
+    make_packed_tree(
+        tree, layer, make_target("x86_64", runtime="python3.14"), level=1, measure=False
+    )
     report = _check(zip_tree(layer, tmp_path / "big.zip"), runtime="python3.14", python="3.14")
     [eph] = [f for f in report.findings if f.code == "ephemeral-storage"]
     assert eph.severity == "warning"
@@ -493,18 +544,37 @@ def test_check_warns_when_tmp_default_is_too_small(tmp_path: Path) -> None:
 
 
 @needs_host_target
-def test_build_cli_packed_layer_end_to_end(index_server: Any, tmp_path: Path, pure_wheel: Path,
-                                           native_wheel: Path, zstandard_wheel: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_cli_packed_layer_end_to_end(
+    index_server: Any,
+    tmp_path: Path,
+    pure_wheel: Path,
+    native_wheel: Path,
+    zstandard_wheel: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from torchwheel.cli import main
 
     index_server.add_project("purepkg", [pure_wheel])
     index_server.add_project("nativepkg", [native_wheel])
     index_server.add_project("zstandard", [zstandard_wheel])
     out = tmp_path / "layer.zip"
-    argv = ["build", "purepkg", "nativepkg", "--runtime", "provided.al2023", "--python", PY,
-            "--index-url", index_server.url, "-o", str(out), "--packed", "--zstd-level", "5",
-            "--json"]
+    argv = [
+        "build",
+        "purepkg",
+        "nativepkg",
+        "--runtime",
+        "provided.al2023",
+        "--python",
+        PY,
+        "--index-url",
+        index_server.url,
+        "-o",
+        str(out),
+        "--packed",
+        "--zstd-level",
+        "5",
+        "--json",
+    ]
     assert main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     packed = doc["packed"]
@@ -519,8 +589,11 @@ def test_build_cli_packed_layer_end_to_end(index_server: Any, tmp_path: Path, pu
     assert packed["level"] == manifest["level"] == 5
     assert packed["sha256"] == manifest["sha256"]
     assert packed["archive_bytes"] == info.file_size
-    assert doc["unzipped_bytes"] == packed["layer_bytes"] == sum(
-        i.file_size for i in zipfile.ZipFile(out).infolist())
+    assert (
+        doc["unzipped_bytes"]
+        == packed["layer_bytes"]
+        == sum(i.file_size for i in zipfile.ZipFile(out).infolist())
+    )
     assert doc["files"] == len([n for n in names if not n.endswith("/")])
     assert {p["name"] for p in doc["packages"]} == {"purepkg", "nativepkg"}
     assert packed["unpack_seconds"] > 0 and packed["needs_ephemeral_storage"] is False
@@ -540,27 +613,50 @@ def test_build_cli_packed_layer_end_to_end(index_server: Any, tmp_path: Path, pu
     assert [f.code for f in report.findings] == ["ephemeral-storage"]
 
 
-def test_build_packed_without_a_zstandard_wheel(index_server: Any, tmp_path: Path,
-                                                pure_wheel: Path) -> None:
+def test_build_packed_without_a_zstandard_wheel(
+    index_server: Any, tmp_path: Path, pure_wheel: Path
+) -> None:
     from torchwheel.cli import main
 
     index_server.add_project("purepkg", [pure_wheel])
-    index_server.add_project("zstandard", [
-        make_wheel(tmp_path / "z", "zstandard", "0.25.0", tags="cp312-cp312-win_amd64")])
+    index_server.add_project(
+        "zstandard",
+        [make_wheel(tmp_path / "z", "zstandard", "0.25.0", tags="cp312-cp312-win_amd64")],
+    )
     out = tmp_path / "layer.zip"
-    rc = main(["build", "purepkg", "--runtime", "python3.12", "--index-url", index_server.url,
-               "-o", str(out), "--packed"])
+    rc = main(
+        [
+            "build",
+            "purepkg",
+            "--runtime",
+            "python3.12",
+            "--index-url",
+            index_server.url,
+            "-o",
+            str(out),
+            "--packed",
+        ]
+    )
     assert rc == 1
     assert not out.exists()
 
 
-def test_build_packed_option_errors(tmp_path: Path, index_server: Any,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_packed_option_errors(
+    tmp_path: Path, index_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from torchwheel.cli import main
 
     out = tmp_path / "x.zip"
-    base = ["build", "purepkg", "--runtime", "python3.12", "--index-url", index_server.url,
-            "-o", str(out)]
+    base = [
+        "build",
+        "purepkg",
+        "--runtime",
+        "python3.12",
+        "--index-url",
+        index_server.url,
+        "-o",
+        str(out),
+    ]
     assert main([*base, "--zstd-level", "5"]) == 2
     assert "--zstd-level applies to --packed layers only" in capsys.readouterr().err
     assert main([*base, "--packed", "--zstd-level", "30"]) == 2

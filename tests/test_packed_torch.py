@@ -44,14 +44,19 @@ class PackedBuild:
 
 
 @pytest.fixture(scope="session")
-def torch_packed_build(torch_wheel: Path, torch_dep_index: IndexServer, zstandard_wheel: Path,
-                       tmp_path_factory: pytest.TempPathFactory) -> PackedBuild:
+def torch_packed_build(
+    torch_wheel: Path,
+    torch_dep_index: IndexServer,
+    zstandard_wheel: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> PackedBuild:
     """``build ... --slim --strip --packed`` once per session, unzipped into an "opt"."""
     torch_dep_index.add_project("zstandard", [zstandard_wheel])
     d = tmp_path_factory.mktemp("torch-packed")
     out = d / "layer.zip"
-    proc = run_build(torch_build_args(torch_wheel, torch_dep_index, out, "--packed", "--json"),
-                     d / "cache")
+    proc = run_build(
+        torch_build_args(torch_wheel, torch_dep_index, out, "--packed", "--json"), d / "cache"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return PackedBuild(json.loads(proc.stdout), out, unzip_layer(out, d / "opt"))
 
@@ -73,8 +78,9 @@ def test_packed_torch_layer_is_within_the_quota(torch_packed_build: PackedBuild)
     assert packed["unpack_seconds"] > 0
 
 
-def test_simulated_start_cold_warm_and_after_a_crash(torch_packed_build: PackedBuild,
-                                                     tmp_path: Path) -> None:
+def test_simulated_start_cold_warm_and_after_a_crash(
+    torch_packed_build: PackedBuild, tmp_path: Path
+) -> None:
     opt = torch_packed_build.opt
     tmp = tmp_path / "tmp"
     sha = torch_packed_build.report["packed"]["sha256"]
@@ -98,16 +104,20 @@ def test_simulated_start_cold_warm_and_after_a_crash(torch_packed_build: PackedB
 def small_tmpfs(tmp_path: Path) -> Any:
     where = tmp_path / f"small-{uuid.uuid4().hex[:6]}"
     where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     yield where
     subprocess.run(["umount", str(where)], check=False)
 
 
-def test_simulated_start_with_too_small_tmp(torch_packed_build: PackedBuild,
-                                            small_tmpfs: Path) -> None:
+def test_simulated_start_with_too_small_tmp(
+    torch_packed_build: PackedBuild, small_tmpfs: Path
+) -> None:
     proc = lambda_start(torch_packed_build.opt, small_tmpfs, START)
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
@@ -120,13 +130,15 @@ def test_simulated_start_with_too_small_tmp(torch_packed_build: PackedBuild,
 def test_check_passes_the_packed_torch_layer(torch_packed_build: PackedBuild) -> None:
     from torchwheel.checks import check
 
-    report = check([torch_packed_build.zip], runtime="provided.al2023", python="3.11",
-                   arch="x86_64")
+    report = check(
+        [torch_packed_build.zip], runtime="provided.al2023", python="3.11", arch="x86_64"
+    )
     assert not report.errors, [f.message for f in report.errors]
     codes = sorted({f.code for f in report.findings})
     # the zip is over the 50 MB direct-upload limit (upload through S3): a true warning too
     assert set(codes) <= {"ephemeral-storage", "zipped-over-direct-upload"}, [
-        (f.code, f.path, f.message) for f in report.findings]
+        (f.code, f.path, f.message) for f in report.findings
+    ]
     [eph] = [f for f in report.findings if f.code == "ephemeral-storage"]
     packed = torch_packed_build.report["packed"]
     assert eph.detail["needed_mb"] == packed["ephemeral_storage_needed_mb"]

@@ -118,7 +118,7 @@ def test_version_specifier_and_local_versions(torch_index: IndexServer) -> None:
 
 
 def test_local_version_beats_public_one() -> None:
-    t = make_target("python3.12", "x86_64")
+    t = make_target("x86_64", runtime="python3.12")
     public = cand("torch-2.5.1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
     local = cand("torch-2.5.1+cpu-cp312-cp312-linux_x86_64.whl")
     chosen, judged = select([public, local], t)
@@ -129,7 +129,7 @@ def test_local_version_beats_public_one() -> None:
 
 
 def test_best_tag_then_build_tag() -> None:
-    t = make_target("python3.12", "x86_64")
+    t = make_target("x86_64", runtime="python3.12")
     old_glibc = cand("demo-1.0-cp312-cp312-manylinux_2_17_x86_64.whl")
     new_glibc = cand("demo-1.0-cp312-cp312-manylinux_2_28_x86_64.whl")
     abi3 = cand("demo-1.0-cp38-abi3-manylinux_2_28_x86_64.whl")
@@ -143,7 +143,7 @@ def test_best_tag_then_build_tag() -> None:
 
 
 def test_prereleases_like_pip() -> None:
-    t = make_target("python3.12", "x86_64")
+    t = make_target("x86_64", runtime="python3.12")
     final = cand("torch-2.8.0+cpu-cp312-cp312-manylinux_2_28_x86_64.whl")
     pre = cand("torch-2.9.0.dev20250801+cpu-cp312-cp312-manylinux_2_28_x86_64.whl")
     chosen, judged = select([final, pre], t)
@@ -159,7 +159,7 @@ def test_prereleases_like_pip() -> None:
 
 
 def test_yanked_only_when_pinned() -> None:
-    t = make_target("python3.12", "arm64")
+    t = make_target("arm64", runtime="python3.12")
     good = cand("demo-1.0-py3-none-any.whl")
     bad = cand("demo-1.1-py3-none-any.whl", yanked="broken")
     chosen, judged = select([good, bad], t)
@@ -172,7 +172,7 @@ def test_yanked_only_when_pinned() -> None:
 
 
 def test_requires_python_rejects() -> None:
-    t = make_target("python3.9", "x86_64")
+    t = make_target("x86_64", runtime="python3.9")
     new = cand("demo-2.0-py3-none-any.whl", requires_python=">=3.10")
     old = cand("demo-1.0-py3-none-any.whl", requires_python=">=3.8")
     chosen, judged = select([new, old], t)
@@ -236,7 +236,9 @@ _TAGS = [
     "cp312-cp312-musllinux_1_2_x86_64",
     "cp312-cp312-win_amd64",
 ]
-_TARGETS = [make_target(r, a) for r in ("python3.11", "python3.12") for a in ("x86_64", "arm64")]
+_TARGETS = [
+    make_target(a, runtime=r) for r in ("python3.11", "python3.12") for a in ("x86_64", "arm64")
+]
 
 
 @settings(max_examples=150, deadline=None)
@@ -278,7 +280,7 @@ def test_select_properties(
 
 def test_python37_uses_the_pymalloc_abi() -> None:
     """CPython 3.7 wheels are cp37-cp37m (torch 1.13.1 was the last for it)."""
-    t = make_target("python3.7", "x86_64")
+    t = make_target("x86_64", runtime="python3.7")
     m = cand("torch-1.13.1+cpu-cp37-cp37m-linux_x86_64.whl")
     chosen, _ = select([m], t)
     assert chosen == m

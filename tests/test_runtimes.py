@@ -30,10 +30,16 @@ def test_al2023_libstdcxx_is_marked_unconfirmed() -> None:
     assert not get_runtime("python3.11").notes()
 
 
-@pytest.mark.parametrize("spelling,expected", [
-    ("x86_64", "x86_64"), ("amd64", "x86_64"), ("AMD64", "x86_64"),
-    ("arm64", "arm64"), ("aarch64", "arm64"),
-])
+@pytest.mark.parametrize(
+    "spelling,expected",
+    [
+        ("x86_64", "x86_64"),
+        ("amd64", "x86_64"),
+        ("AMD64", "x86_64"),
+        ("arm64", "arm64"),
+        ("aarch64", "arm64"),
+    ],
+)
 def test_arch_spellings(spelling: str, expected: str) -> None:
     assert normalize_arch(spelling) == expected
 
@@ -44,25 +50,28 @@ def test_python_spellings(text: str) -> None:
 
 
 def test_bad_inputs_raise_value_errors() -> None:
-    for bad in (lambda: get_runtime("nodejs20.x"), lambda: normalize_arch("ppc64le"),
-                lambda: parse_python("three")):
+    for bad in (
+        lambda: get_runtime("nodejs20.x"),
+        lambda: normalize_arch("ppc64le"),
+        lambda: parse_python("three"),
+    ):
         with pytest.raises(UnknownRuntime) as info:
             bad()
         assert isinstance(info.value, ValueError)
 
 
 def test_make_target_defaults_and_errors() -> None:
-    t = make_target(None, "aarch64", "cp312")
+    t = make_target("aarch64", "cp312")
     assert (t.runtime.name, t.arch, t.machine) == ("python3.12", "arm64", "aarch64")
     assert t.python == (3, 12)
     assert t.site_packages == "python/lib/python3.12/site-packages"
     with pytest.raises(UnknownRuntime, match="brings no Python"):
-        make_target("provided.al2023", "x86_64")
+        make_target("x86_64", runtime="provided.al2023")
     with pytest.raises(UnknownRuntime, match=r"runs CPython 3\.12"):
-        make_target("python3.12", "x86_64", "3.11")
+        make_target("x86_64", "3.11", runtime="python3.12")
     with pytest.raises(UnknownRuntime, match="does not run on arm64"):
-        make_target("python3.7", "arm64")
-    t = make_target("provided.al2023", "x86_64", "3.11")
+        make_target("arm64", runtime="python3.7")
+    t = make_target("x86_64", "3.11", runtime="provided.al2023")
     assert t.label == "provided.al2023/x86_64 (CPython 3.11)"
 
 

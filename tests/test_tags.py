@@ -30,8 +30,8 @@ def test_matches_packaging_sys_tags_on_this_host() -> None:
     if glibc is None or machine not in ("x86_64", "aarch64"):
         pytest.skip("host is not glibc Linux on x86_64/aarch64")
     import sys
-    rt = dataclasses.replace(get_runtime("python3.11"), glibc=glibc,
-                             python=sys.version_info[:2])
+
+    rt = dataclasses.replace(get_runtime("python3.11"), glibc=glibc, python=sys.version_info[:2])
     arch = "x86_64" if machine == "x86_64" else "arm64"
     target = Target(rt, arch, sys.version_info[:2])
     expected = [t for t in ptags.sys_tags() if not t.platform.startswith("musllinux")]
@@ -48,7 +48,7 @@ def test_matches_packaging_sys_tags_on_this_host() -> None:
 
 
 def test_python311_x86_64_shape() -> None:
-    tags = [str(t) for t in make_target("python3.11", "x86_64").tags()]
+    tags = [str(t) for t in make_target("x86_64", runtime="python3.11").tags()]
     assert tags[0] == "cp311-cp311-manylinux_2_26_x86_64"
     assert "cp311-cp311-manylinux2014_x86_64" in tags
     assert "cp311-cp311-manylinux1_x86_64" in tags
@@ -63,7 +63,7 @@ def test_python311_x86_64_shape() -> None:
 
 
 def test_python312_arm64_shape() -> None:
-    tags = [str(t) for t in make_target("python3.12", "arm64").tags()]
+    tags = [str(t) for t in make_target("arm64", runtime="python3.12").tags()]
     assert tags[0] == "cp312-cp312-manylinux_2_34_aarch64"
     assert "cp312-cp312-manylinux2014_aarch64" in tags
     assert not any("manylinux1" in t or "manylinux2010" in t for t in tags)
@@ -72,7 +72,7 @@ def test_python312_arm64_shape() -> None:
 
 
 def test_marker_environment_is_the_targets() -> None:
-    env = make_target("python3.12", "arm64").marker_environment()
+    env = make_target("arm64", runtime="python3.12").marker_environment()
     assert env["platform_machine"] == "aarch64"
     assert env["python_version"] == "3.12"
     assert env["sys_platform"] == "linux"

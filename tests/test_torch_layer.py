@@ -29,8 +29,9 @@ def test_slim_stripped_layer_imports_and_computes(torch_build: TorchBuild) -> No
     site = torch_build.site
     code = f"import sys; sys.path.insert(0, {str(site)!r}); {PROOF}; print(torch.__file__)"
     # -B: no bytecode written into the shared tree
-    proc = subprocess.run([sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     value, where = proc.stdout.split()
     float(value)  # a number came out of the matrix product
@@ -41,8 +42,18 @@ def test_closure_report_and_numbers(torch_build: TorchBuild) -> None:
     rep = torch_build.report
     assert torch_build.returncode == 0  # over quota, but not --strict
     names = {p["name"].lower().replace("_", "-"): p for p in rep["packages"]}
-    for dep in ("torch", "filelock", "typing-extensions", "sympy", "mpmath", "networkx",
-                "jinja2", "markupsafe", "fsspec", "setuptools"):
+    for dep in (
+        "torch",
+        "filelock",
+        "typing-extensions",
+        "sympy",
+        "mpmath",
+        "networkx",
+        "jinja2",
+        "markupsafe",
+        "fsspec",
+        "setuptools",
+    ):
         assert dep in names, dep
     assert names["torch"]["version"] == "2.13.0+cpu" and names["torch"]["requested"]
     assert rep["skipped_runtime_packages"] == []  # provided.al2023 ships no packages
@@ -54,7 +65,8 @@ def test_closure_report_and_numbers(torch_build: TorchBuild) -> None:
     assert rep["files"] == len(infos) == len(tree_files)
     assert rep["unzipped_bytes"] == sum(p.stat().st_size for p in tree_files)
     assert {i.filename for i in infos} == {
-        p.relative_to(torch_build.tree).as_posix() for p in tree_files}
+        p.relative_to(torch_build.tree).as_posix() for p in tree_files
+    }
     # most members were copied compressed from the wheels; stripped .so files were not
     assert rep["raw_copied"] > 0.9 * rep["files"]
     steps = {s["step"]: s for s in rep["steps"]}
@@ -89,8 +101,9 @@ def test_second_build_is_byte_identical(
     torch_build: TorchBuild, torch_wheel: Path, torch_dep_index: IndexServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "again.zip"
-    proc = run_build(torch_build_args(torch_wheel, torch_dep_index, out),
-                     torch_build.zip.parent / "cache")
+    proc = run_build(
+        torch_build_args(torch_wheel, torch_dep_index, out), torch_build.zip.parent / "cache"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.read_bytes() == torch_build.zip.read_bytes()
     assert SITE311 in proc.stdout  # the human report names the layer directory

@@ -20,8 +20,14 @@ from torchwheel.zipread import (
 )
 
 
-def _write(path: Path, members: dict[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED,
-           force_zip64: bool = False, comment: bytes = b"") -> Path:
+def _write(
+    path: Path,
+    members: dict[str, bytes],
+    *,
+    compression: int = zipfile.ZIP_DEFLATED,
+    force_zip64: bool = False,
+    comment: bytes = b"",
+) -> Path:
     with zipfile.ZipFile(path, "w", compression=compression) as zf:
         zf.comment = comment
         for name, data in members.items():
@@ -58,7 +64,11 @@ def test_members_and_contents_match_zipfile(
         assert [m.name for m in zr.members] == zf.namelist()
         for m, info in zip(zr.members, zf.infolist(), strict=True):
             assert (m.file_size, m.compressed_size, m.crc, m.compress_type) == (
-                info.file_size, info.compress_size, info.CRC, info.compress_type)
+                info.file_size,
+                info.compress_size,
+                info.CRC,
+                info.compress_type,
+            )
             assert m.header_offset == info.header_offset
             assert zr.read(m) == sample[m.name]
             assert m.mode == stat.S_IFREG | 0o644

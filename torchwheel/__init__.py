@@ -12,20 +12,43 @@ from typing import TYPE_CHECKING, Any
 # Public name -> module that defines it. Loaded on first use (PEP 562), so that
 # `python -m torchwheel check` does not pay for httpx, rich tables or resolvelib.
 _EXPORTS: dict[str, str] = {
-    "CheckReport": "checks", "Finding": "checks", "check": "checks",
-    "ArchiveError": "errors", "DataError": "errors", "ELFError": "errors",
-    "HashMismatch": "errors", "IndexPageError": "errors",
-    "InputError": "errors", "InvalidWheelFilename": "errors", "NetworkError": "errors",
-    "NoCompatibleWheel": "errors", "TorchwheelError": "errors", "UnknownRuntime": "errors",
+    "CheckReport": "checks",
+    "Finding": "checks",
+    "check": "checks",
+    "ArchiveError": "errors",
+    "DataError": "errors",
+    "ELFError": "errors",
+    "HashMismatch": "errors",
+    "IndexPageError": "errors",
+    "InputError": "errors",
+    "InvalidWheelFilename": "errors",
+    "NetworkError": "errors",
+    "NotFound": "errors",
+    "NoCompatibleWheel": "errors",
+    "TorchwheelError": "errors",
+    "UnknownRuntime": "errors",
     "fetch": "download",
-    "Candidate": "index", "IndexClient": "index",
-    "LayerReport": "layer", "build_layer": "layer",
-    "PackInfo": "packed", "make_packed_tree": "packed", "pack_tree": "packed",
-    "RemoteSize": "remote", "remote_wheel_size": "remote",
-    "Resolution": "resolution", "resolve": "resolution", "select": "resolution",
-    "Runtime": "targets", "Target": "targets", "get_runtime": "targets",
-    "make_target": "targets", "quotas": "targets", "runtimes": "targets",
-    "Verdict": "verdict", "evaluate": "verdict",
+    "Candidate": "index",
+    "IndexClient": "index",
+    "LayerReport": "layer.report",
+    "build_layer": "layer.build",
+    "BuildOptions": "layer.build",
+    "PackInfo": "packed",
+    "make_packed_tree": "packed",
+    "pack_tree": "packed",
+    "RemoteSize": "remote",
+    "remote_wheel_size": "remote",
+    "Resolution": "resolution",
+    "resolve": "resolution",
+    "select": "resolution",
+    "Runtime": "targets",
+    "Target": "targets",
+    "get_runtime": "targets",
+    "make_target": "targets",
+    "quotas": "targets",
+    "runtimes": "targets",
+    "Verdict": "verdict",
+    "evaluate": "verdict",
 }
 
 if TYPE_CHECKING:
@@ -41,11 +64,13 @@ if TYPE_CHECKING:
         InvalidWheelFilename,
         NetworkError,
         NoCompatibleWheel,
+        NotFound,
         TorchwheelError,
         UnknownRuntime,
     )
     from .index import Candidate, IndexClient
-    from .layer import LayerReport, build_layer
+    from .layer.build import BuildOptions, build_layer
+    from .layer.report import LayerReport
     from .packed import PackInfo, make_packed_tree, pack_tree
     from .remote import RemoteSize, remote_wheel_size
     from .resolution import Resolution, resolve, select
@@ -72,6 +97,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ArchiveError",
+    "BuildOptions",
     "Candidate",
     "CheckReport",
     "DataError",
@@ -85,6 +111,7 @@ __all__ = [
     "LayerReport",
     "NetworkError",
     "NoCompatibleWheel",
+    "NotFound",
     "PackInfo",
     "RemoteSize",
     "Resolution",

@@ -41,15 +41,22 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Get PyTorch onto AWS Lambda: resolve wheels, build and check layers.",
     )
     parser.add_argument("--version", action="version", version=f"torchwheel {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an internal error (also TORCHWHEEL_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an internal error (also TORCHWHEEL_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, doc in COMMANDS.items():
         p = sub.add_parser(name, help=doc, description=doc)
         # accepted after the sub-command too; main() reads it from argv itself
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show the traceback of an internal error")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of an internal error",
+        )
         if only is None or name == only:
             mod = importlib.import_module(f"torchwheel.commands.{name}")
             mod.configure(p)

@@ -102,8 +102,10 @@ def runtime_packages(target: Target) -> frozenset[str]:
 def _local_metadata(path: Path) -> bytes:
     with ZipReader(path) as zr:
         meta = [
-            m for m in zr.members
-            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
+            m
+            for m in zr.members
+            if m.name.count("/") == 1
+            and m.name.split("/")[0].endswith(".dist-info")
             and m.name.endswith("/METADATA")
         ]
         if len(meta) != 1:
@@ -231,8 +233,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         for r in reqs:
             spec &= r.specifier
         pool = [local] if local is not None else self._all(name)
-        _, judged = select(pool, self.target, specifier=spec or None,
-                           prereleases=self.prereleases)
+        _, judged = select(pool, self.target, specifier=spec or None, prereleases=self.prereleases)
         out: list[_Cand] = []
         seen: set[Version] = set()
         for cand, verdict in judged:
@@ -281,9 +282,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             source = "wheel"
         meta = parse_metadata(data, source=w.filename)
         if canonicalize_name(meta.name) != cand.name:
-            raise InputError(
-                f"{w.filename}: metadata names {meta.name!r}, not {cand.name!r}"
-            )
+            raise InputError(f"{w.filename}: metadata names {meta.name!r}, not {cand.name!r}")
         try:
             if Version(meta.version) != cand.version:
                 raise InputError(
@@ -301,9 +300,14 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             return deps
         if candidate.extras:
             # an extras candidate depends on its base at the same version
-            deps.append(_Req(candidate.name, frozenset(),
-                             SpecifierSet(f"=={candidate.version}"),
-                             f"{candidate.name}=={candidate.version}"))
+            deps.append(
+                _Req(
+                    candidate.name,
+                    frozenset(),
+                    SpecifierSet(f"=={candidate.version}"),
+                    f"{candidate.name}=={candidate.version}",
+                )
+            )
         if self.no_deps:
             return deps
         meta = self._metadata(candidate)
@@ -311,8 +315,10 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             try:
                 rp = SpecifierSet(meta.requires_python)
             except InvalidSpecifier:
-                self.notes.append(f"{candidate.filename}: ignored invalid Requires-Python "
-                                  f"{meta.requires_python!r}")
+                self.notes.append(
+                    f"{candidate.filename}: ignored invalid Requires-Python "
+                    f"{meta.requires_python!r}"
+                )
             else:
                 deps.append(_Req(PYTHON, frozenset(), rp, f"Requires-Python {rp}"))
         for text in meta.requires_dist:
@@ -329,8 +335,11 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
                 # a runtime package's own deps stay: a newer boto3 needs its botocore
                 self.skipped.setdefault(rname, set()).add(candidate.name)
                 continue
-            deps.append(_Req(rname, frozenset(canonicalize_name(e) for e in req.extras),
-                             req.specifier, text))
+            deps.append(
+                _Req(
+                    rname, frozenset(canonicalize_name(e) for e in req.extras), req.specifier, text
+                )
+            )
         return deps
 
     def _marker_ok(self, req: Requirement, extras: frozenset[str]) -> bool:
@@ -340,9 +349,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             if not extras:
                 return bool(req.marker.evaluate({**self.env, "extra": ""}))
             base = bool(req.marker.evaluate({**self.env, "extra": ""}))
-            return not base and any(
-                req.marker.evaluate({**self.env, "extra": e}) for e in extras
-            )
+            return not base and any(req.marker.evaluate({**self.env, "extra": e}) for e in extras)
         except InvalidMarker as exc:  # pragma: no cover - packaging validates on parse
             raise InputError(f"invalid marker in {req}: {exc}") from None
 
@@ -401,8 +408,14 @@ def parse_requirements(
         if i == 0 and version and not str(spec):
             parsed = parse_specifier(version)
             spec = parsed if parsed is not None else spec
-        out.append(_Req(str(canonicalize_name(req.name)),
-                        frozenset(canonicalize_name(e) for e in req.extras), spec, text))
+        out.append(
+            _Req(
+                str(canonicalize_name(req.name)),
+                frozenset(canonicalize_name(e) for e in req.extras),
+                spec,
+                text,
+            )
+        )
     if not out:
         raise InputError("no package to build (every requirement's marker is false)")
     return out
@@ -431,8 +444,15 @@ def resolve_closure(
     asked = {r.name for r in reqs}
     skip = frozenset() if include_runtime_packages else runtime_packages(target) - asked
     http = client if client is not None else getattr(index, "client", None)
-    provider = _Provider(target, index, prereleases=prereleases, no_deps=no_deps, skip=skip,
-                         http=http, cache_dir=cache_dir)
+    provider = _Provider(
+        target,
+        index,
+        prereleases=prereleases,
+        no_deps=no_deps,
+        skip=skip,
+        http=http,
+        cache_dir=cache_dir,
+    )
     resolver = Resolver(provider, _Reporter())
     try:
         result = resolver.resolve(reqs, max_rounds=max_rounds)
@@ -484,8 +504,12 @@ def resolve_closure(
             f"left out {len(skipped)} package(s) the {target.runtime.name} runtime ships: "
             f"{', '.join(sorted(provider.skipped))} (name them to include them)"
         )
-    return Closure(pins=pins, skipped_runtime=skipped, notes=tuple(notes),
-                   metadata_requests=provider.metadata_requests)
+    return Closure(
+        pins=pins,
+        skipped_runtime=skipped,
+        notes=tuple(notes),
+        metadata_requests=provider.metadata_requests,
+    )
 
 
 def _wheel(cand: _Cand) -> Candidate:
@@ -501,8 +525,10 @@ def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target
         parent = cause.parent
         who = f" (required by {parent.name} {parent.version})" if parent is not None else ""
         if req.name == PYTHON:
-            line = (f"every remaining release needs Python {req.specifier}{who}; "
-                    f"{target.label} runs CPython {target.python_str}")
+            line = (
+                f"every remaining release needs Python {req.specifier}{who}; "
+                f"{target.label} runs CPython {target.python_str}"
+            )
             if line not in parts:
                 parts.append(line)
             continue
@@ -513,8 +539,9 @@ def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target
             pool = provider._all(req.name)
         except NetworkError:
             raise
-        chosen, judged = select(pool, target, specifier=req.specifier or None,
-                                prereleases=provider.prereleases)
+        chosen, judged = select(
+            pool, target, specifier=req.specifier or None, prereleases=provider.prereleases
+        )
         line = summarize(req.name, target, chosen, judged, req.specifier or None)
         if chosen is not None:
             line = f"{req.text}{who}: conflicts with another requirement of {req.name}"

@@ -110,13 +110,43 @@ def elf_hash(name: str | bytes) -> int:
 
 
 def _known_names() -> dict[int, str]:
-    names = ["GLIBC_2.0", "GLIBC_2.1", "GLIBC_2.2.5", "GLIBC_2.2.6", "GLIBC_2.3.2",
-             "GLIBC_2.3.3", "GLIBC_2.3.4", "GLIBC_2.1.3", "GLIBC_PRIVATE", "GLIBCXX_3.4",
-             "CXXABI_1.3", "GCC_3.0", "GCC_3.3", "GCC_3.3.1", "GCC_3.4", "GCC_3.4.2",
-             "GCC_4.0.0", "GCC_4.2.0", "GCC_4.3.0", "GCC_4.8.0", "GCC_7.0.0",
-             "ZLIB_1.2.0", "ZLIB_1.2.2", "ZLIB_1.2.3.3", "ZLIB_1.2.9", "CXXABI_TM_1",
-             "GOMP_1.0", "GOMP_4.0", "GOMP_4.5", "OMP_1.0", "OMP_3.0", "OMP_4.0", "OMP_4.5",
-             "OMP_5.0", "OMP_5.1"]
+    names = [
+        "GLIBC_2.0",
+        "GLIBC_2.1",
+        "GLIBC_2.2.5",
+        "GLIBC_2.2.6",
+        "GLIBC_2.3.2",
+        "GLIBC_2.3.3",
+        "GLIBC_2.3.4",
+        "GLIBC_2.1.3",
+        "GLIBC_PRIVATE",
+        "GLIBCXX_3.4",
+        "CXXABI_1.3",
+        "GCC_3.0",
+        "GCC_3.3",
+        "GCC_3.3.1",
+        "GCC_3.4",
+        "GCC_3.4.2",
+        "GCC_4.0.0",
+        "GCC_4.2.0",
+        "GCC_4.3.0",
+        "GCC_4.8.0",
+        "GCC_7.0.0",
+        "ZLIB_1.2.0",
+        "ZLIB_1.2.2",
+        "ZLIB_1.2.3.3",
+        "ZLIB_1.2.9",
+        "CXXABI_TM_1",
+        "GOMP_1.0",
+        "GOMP_4.0",
+        "GOMP_4.5",
+        "OMP_1.0",
+        "OMP_3.0",
+        "OMP_4.0",
+        "OMP_4.5",
+        "OMP_5.0",
+        "OMP_5.1",
+    ]
     names += [f"GLIBC_2.{i}" for i in range(1, 60)]
     names += [f"GLIBCXX_3.4.{i}" for i in range(1, 50)]
     names += [f"CXXABI_1.3.{i}" for i in range(1, 30)]
@@ -180,7 +210,7 @@ def version_tuple(name: str, prefix: str) -> tuple[int, ...] | None:
     """``version_tuple("GLIBC_2.28", "GLIBC_")`` → ``(2, 28)``; None for other prefixes."""
     if not name.startswith(prefix):
         return None
-    rest = name[len(prefix):]
+    rest = name[len(prefix) :]
     if not rest or not all(p.isdigit() for p in rest.split(".")):
         return None
     return tuple(int(p) for p in rest.split("."))
@@ -241,7 +271,8 @@ def _walk_verneed(data: bytes, pos: int, e: str) -> list[HashedNeed]:
             if apos + 16 > len(data):
                 return []
             vna_hash, vna_flags, vna_other, _name, vna_next = struct.unpack_from(
-                e + "IHHII", data, apos)
+                e + "IHHII", data, apos
+            )
             last = j == vn_cnt - 1
             if vna_flags & ~0x3 or vna_other < 2 or vna_other in seen_other:
                 return []
@@ -270,7 +301,7 @@ class _NeedRange(Exception):
 Getter = Callable[[int, int], bytes]
 
 
-def _parse(get: Getter, size: int, name: str) -> ELFInfo:
+def _parse(get: Getter, size: int, name: str) -> ELFInfo:  # noqa: C901 - split with the budgets (issue 13)
     """Parse an ELF file of ``size`` bytes whose bytes come from ``get(offset, length)``."""
 
     def need(offset: int, length: int, what: str) -> bytes:
@@ -305,8 +336,21 @@ def _parse(get: Getter, size: int, name: str) -> ELFInfo:
         phdr = struct.Struct(e + "IIIIIIII")
         dyn = struct.Struct(e + "iI")
     raw = need(16, hdr.size, "ELF header")
-    (e_type, e_machine, _ver, _entry, e_phoff, _shoff, _flags, _ehsize, e_phentsize,
-     e_phnum, _shentsize, _shnum, _shstrndx) = hdr.unpack(raw)
+    (
+        e_type,
+        e_machine,
+        _ver,
+        _entry,
+        e_phoff,
+        _shoff,
+        _flags,
+        _ehsize,
+        e_phentsize,
+        e_phnum,
+        _shentsize,
+        _shnum,
+        _shstrndx,
+    ) = hdr.unpack(raw)
     info = {
         "name": name,
         "bits": bits,
@@ -411,8 +455,15 @@ def _parse(get: Getter, size: int, name: str) -> ELFInfo:
                 vname = string(vna_name, "version name")
                 if elf_hash(vname) != vna_hash:
                     notes.append(f"version {vname!r} does not match its hash {vna_hash:#x}")
-                needs.append(VersionNeed(file=file, name=vname, hash=vna_hash,
-                                         flags=vna_flags, weak=bool(vna_flags & 0x2)))
+                needs.append(
+                    VersionNeed(
+                        file=file,
+                        name=vname,
+                        hash=vna_hash,
+                        flags=vna_flags,
+                        weak=bool(vna_flags & 0x2),
+                    )
+                )
                 if vna_next == 0:
                     break
                 apos += vna_next
@@ -489,8 +540,14 @@ class ELFScanner:
     Memory: ``keep_prefix`` + ``keep_before_dynamic`` + the ranges asked for ahead.
     """
 
-    def __init__(self, size: int, *, name: str = "<elf>", keep_prefix: int = KEEP_PREFIX,
-                 keep_before_dynamic: int = KEEP_BEFORE_DYNAMIC) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        name: str = "<elf>",
+        keep_prefix: int = KEEP_PREFIX,
+        keep_before_dynamic: int = KEEP_BEFORE_DYNAMIC,
+    ) -> None:
         self.size = size
         self.name = name
         self.pos = 0
@@ -583,6 +640,7 @@ class ELFScanner:
             self._try()
         if self._info is None and reopen is not None:
             with reopen() as stream:
+
                 def get(off: int, ln: int) -> bytes:
                     try:
                         return self._get(off, ln)

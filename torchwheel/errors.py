@@ -48,6 +48,16 @@ class NetworkError(TorchwheelError):
     exit_code = 2
 
 
+class NotFound(NetworkError):
+    """The server answered 404 Not Found or 410 Gone."""
+
+    def __init__(self, url: str, status: int, reason: str = "") -> None:
+        reason = reason or ("Gone" if status == 410 else "Not Found")
+        super().__init__(f"{url}: HTTP {status} {reason}")
+        self.url = url
+        self.status = status
+
+
 class IndexPageError(NetworkError):
     """An index answered with something that is not an index page (or 404 for the project)."""
 

@@ -31,7 +31,7 @@ import httpx
 import platformdirs
 
 from . import __version__
-from .errors import InputError, NetworkError
+from .errors import InputError, NetworkError, NotFound
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -65,16 +65,6 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 30.0
 
 _SHA256_FRAGMENT = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
-
-
-class NotFound(NetworkError):
-    """The server answered 404 Not Found or 410 Gone."""
-
-    def __init__(self, url: str, status: int, reason: str = "") -> None:
-        reason = reason or ("Gone" if status == 410 else "Not Found")
-        super().__init__(f"{url}: HTTP {status} {reason}")
-        self.url = url
-        self.status = status
 
 
 def make_client(timeout: float = DEFAULT_TIMEOUT) -> httpx.Client:

@@ -151,8 +151,9 @@ class PackInfo:
             "ephemeral_storage_default_mb": q.ephemeral_storage_default_mb,
             "needs_ephemeral_storage": self.needs_more_ephemeral_storage,
             "pack_seconds": round(self.pack_seconds, 3),
-            "unpack_seconds": None if self.unpack_seconds is None else round(
-                self.unpack_seconds, 3),
+            "unpack_seconds": None
+            if self.unpack_seconds is None
+            else round(self.unpack_seconds, 3),
             "unpack_measured_in": self.unpack_measured_in,
             "fits_unzipped": self.fits()["unzipped"],
             "handler_line": "import torchwheel_loader  # noqa: F401",
@@ -202,8 +203,9 @@ def _walk(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
             elif stat.S_ISREG(st.st_mode):
                 yield r, p, st
             elif stat.S_ISLNK(st.st_mode):
-                raise InputError(f"{p}: symbolic link in the tree to pack; packed layers hold "
-                                 "regular files only")
+                raise InputError(
+                    f"{p}: symbolic link in the tree to pack; packed layers hold regular files only"
+                )
             else:
                 raise InputError(f"{p}: not a regular file or directory")
         # Depth first, in sorted order: push in reverse so the smallest name comes next.
@@ -291,8 +293,12 @@ def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL)
     with atomic_output(archive) as raw:
         hashing = _HashingWriter(raw)
         writer, _how = _zstd_writer(hashing, level)  # type: ignore[arg-type]
-        with writer, tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,
-                                  bufsize=_CHUNK) as tar:
+        with (
+            writer,
+            tarfile.open(
+                fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK
+            ) as tar,
+        ):
             for rel, path, st in _walk(site_packages):
                 info = tarfile.TarInfo(rel)
                 info.mtime = mtime
@@ -423,8 +429,10 @@ def make_packed_tree(
         "python": target.python_str,
         "target": target.label,
     }
-    atomic_write(py / MANIFEST_DIR / MANIFEST_NAME,
-                  (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(
+        py / MANIFEST_DIR / MANIFEST_NAME,
+        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+    )
     atomic_write(py / LOADER_NAME, loader_source())
     extra[:0] = [f"python/{LOADER_NAME}", f"python/{MANIFEST_DIR}/{MANIFEST_NAME}"]
     unpack_s = None
@@ -511,8 +519,8 @@ def resolve_zstandard(
         raise NoCompatibleWheel(
             f"no zstandard wheel fits {target.label} (needed to unpack a packed layer before "
             f"Python 3.14): {res.summary}",
-            res.candidates, res,
+            res.candidates,
+            res,
         )
     http = client if client is not None else getattr(index, "client", None)
     return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)
-

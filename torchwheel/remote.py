@@ -73,8 +73,13 @@ class _RangeReader:
     """``read_at`` over HTTP: serves reads from fetched spans, asks for the rest."""
 
     def __init__(
-        self, url: str, client: httpx.Client, retries: int, backoff: float,
-        *, allow_full: bool = True,
+        self,
+        url: str,
+        client: httpx.Client,
+        retries: int,
+        backoff: float,
+        *,
+        allow_full: bool = True,
     ) -> None:
         self.url = url
         self.allow_full = allow_full  # False: give up (_NoRanges) instead of downloading it all
@@ -188,8 +193,10 @@ def read_remote_metadata(
         size = reader.open()
         members = read_central_directory(reader.read_at, size, source=url)
         meta = [
-            m for m in members
-            if m.name.count("/") == 1 and m.name.split("/")[0].endswith(".dist-info")
+            m
+            for m in members
+            if m.name.count("/") == 1
+            and m.name.split("/")[0].endswith(".dist-info")
             and m.name.endswith("/METADATA")
         ]
         if len(meta) != 1:

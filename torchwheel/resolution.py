@@ -269,7 +269,7 @@ def _judge_plain(v: Verdict) -> bool:
     return not extra
 
 
-@dataclass
+@dataclass(repr=False)
 class Resolution:
     """The outcome of resolving one package for one target."""
 
@@ -283,6 +283,13 @@ class Resolution:
     summary: str = ""
     notes: list[str] = field(default_factory=list)
     why: str | None = None  # why newer versions (or, with no wheel, any) do not fit
+
+    def __repr__(self) -> str:
+        chosen = self.wheel.filename if self.wheel is not None else "no wheel"
+        return (
+            f"<Resolution {self.package} for {self.target.label}: {chosen} "
+            f"({len(self.candidates)} candidates)>"
+        )
 
     @property
     def rejected(self) -> list[Judged]:
@@ -378,7 +385,7 @@ def resolve(
     injectable ``httpx.Client``). Raises :class:`NoCompatibleWheel` (with every candidate and
     a one-line summary) when nothing fits, :class:`NetworkError` when an index fails.
     """
-    target = make_target(runtime, arch, python)
+    target = make_target(arch, python, runtime=runtime)
     own = index is None
     idx = index or IndexClient(
         index_url,

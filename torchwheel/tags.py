@@ -50,9 +50,7 @@ def platform_tags(machine: str, glibc: tuple[int, int]) -> list[str]:
     return out
 
 
-def target_tags(
-    python: tuple[int, int], machine: str, glibc: tuple[int, int]
-) -> list[_ptags.Tag]:
+def target_tags(python: tuple[int, int], machine: str, glibc: tuple[int, int]) -> list[_ptags.Tag]:
     """Every tag CPython ``python`` on ``machine`` with ``glibc`` accepts, best first.
 
     The order is ``sys_tags()``'s on such a host (except ``linux_<arch>``, see above).

@@ -159,8 +159,19 @@ class Quotas:
     ephemeral_storage_max_mb: int
 
 
-_REQUIRED = ("name", "os", "os_short", "python", "glibc", "glibcxx", "cxxabi", "architectures",
-             "deprecated", "unconfirmed", "sources")
+_REQUIRED = (
+    "name",
+    "os",
+    "os_short",
+    "python",
+    "glibc",
+    "glibcxx",
+    "cxxabi",
+    "architectures",
+    "deprecated",
+    "unconfirmed",
+    "sources",
+)
 
 
 @cache
@@ -264,14 +275,18 @@ def parse_python(text: str) -> Version2:
 
 
 def make_target(
-    runtime: str | Runtime | None = None,
-    arch: str = "x86_64",
+    arch: str,
     python: str | Version2 | None = None,
+    *,
+    runtime: str | Runtime | None = None,
 ) -> Target:
     """Build a :class:`Target`, filling the runtime from the Python version or vice versa.
 
-    ``runtime`` defaults to ``python3.X`` for the given Python; ``python`` defaults to the
-    runtime's CPython (required for ``provided.*``).
+    The one target convention of the public API (``resolve``, ``build_layer``, ``check``):
+    ``arch`` (``x86_64``/``arm64``, aliases accepted) and ``python`` (``"3.12"``,
+    ``"cp312"``, ``(3, 12)``) first, ``runtime=`` by keyword. ``runtime`` defaults to
+    ``python3.X`` for the given Python; ``python`` defaults to the runtime's CPython
+    (required for ``provided.*``).
     """
     py: Version2 | None
     py = parse_python(python) if isinstance(python, str) else python
@@ -288,14 +303,10 @@ def make_target(
             )
         py = rt.python
     elif rt.python is not None and rt.python != py:
-        raise UnknownRuntime(
-            f"{rt.name} runs CPython {rt.python_str}, not {py[0]}.{py[1]}"
-        )
+        raise UnknownRuntime(f"{rt.name} runs CPython {rt.python_str}, not {py[0]}.{py[1]}")
     a = normalize_arch(arch)
     if a not in rt.architectures:
-        raise UnknownRuntime(
-            f"{rt.name} does not run on {a} (only {', '.join(rt.architectures)})"
-        )
+        raise UnknownRuntime(f"{rt.name} does not run on {a} (only {', '.join(rt.architectures)})")
     return Target(runtime=rt, arch=a, python=py)
 
 
@@ -312,8 +323,9 @@ def quotas() -> Quotas:
     )
 
 
-def all_targets(*, include_deprecated: bool = False,
-                provided_python: Version2 | None = None) -> list[Target]:
+def all_targets(
+    *, include_deprecated: bool = False, provided_python: Version2 | None = None
+) -> list[Target]:
     """Every runtime × architecture; ``provided.*`` only when ``provided_python`` is given."""
     out: list[Target] = []
     for rt in runtimes(include_deprecated=include_deprecated):

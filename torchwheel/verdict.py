@@ -107,7 +107,7 @@ def _platform_reason(platform: str, target: Target) -> tuple[str, tuple[int, int
             ), need
         return f"{platform} is not accepted by {target.label}", None
     if platform.startswith("linux_"):
-        arch = platform[len("linux_"):]
+        arch = platform[len("linux_") :]
         if arch != machine:
             return f"built for {arch}; target is {machine}", None
     return f"platform {platform} is not Linux/{machine}", None
@@ -160,9 +160,9 @@ def _platform_reasons(
     lowest = min(glibc_needs)
     # a wheel tagged for several glibcs is rejected for its lowest one
     reasons = [
-        r for r in reasons
-        if not r.startswith("needs glibc")
-        or r.startswith(f"needs glibc {lowest[0]}.{lowest[1]} ")
+        r
+        for r in reasons
+        if not r.startswith("needs glibc") or r.startswith(f"needs glibc {lowest[0]}.{lowest[1]} ")
     ]
     return reasons, lowest
 

@@ -108,7 +108,7 @@ def build_elves(directory: Path) -> Elves:
         "uses_dep.c": USES_DEP_C,
         "cxx_new.cpp": CXX_ASSERT_CPP,
         "cxx_plain.cpp": CXX_PLAIN_CPP,
-        "main.c": "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n",
+        "main.c": '#include <stdio.h>\nint main(void){puts("hi");return 0;}\n',
     }
     for name, text in sources.items():
         (directory / name).write_text(text)
@@ -117,8 +117,19 @@ def build_elves(directory: Path) -> Elves:
     _run([*cc, "fcntl64.c", "-o", "libfcntl64.so"], directory)
     _run([*cc, "arc4random.c", "-o", "libarc4random.so"], directory)
     _run([*cc, "-Wl,-soname,libdep.so.1", "dep.c", "-o", "libdep.so.1"], directory)
-    _run([*cc, "uses_dep.c", "-o", "libuses_dep.so", "-L.", "-l:libdep.so.1",
-          "-Wl,-rpath,$ORIGIN", "-Wl,--enable-new-dtags"], directory)
+    _run(
+        [
+            *cc,
+            "uses_dep.c",
+            "-o",
+            "libuses_dep.so",
+            "-L.",
+            "-l:libdep.so.1",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,--enable-new-dtags",
+        ],
+        directory,
+    )
     cxx = ["g++", "-shared", "-fPIC", "-O1"]
     _run([*cxx, "-D_GLIBCXX_ASSERTIONS", "cxx_new.cpp", "-o", "libcxx_new.so"], directory)
     _run([*cxx, "cxx_plain.cpp", "-o", "libcxx_plain.so"], directory)

@@ -80,8 +80,22 @@ def rezip_raw(src: Path, dest: Path, prefix: str) -> Path:
                 raise ValueError("rezip_raw writes no ZIP64 records")
             header_offset = out.tell()
             flags = 0x800 if m.flag_bits & 0x800 else 0
-            out.write(lfh.pack(b"PK\x03\x04", 20, 0, flags, m.compress_type, dos_time,
-                               dos_date, m.crc, m.compressed_size, m.file_size, len(name), 0))
+            out.write(
+                lfh.pack(
+                    b"PK\x03\x04",
+                    20,
+                    0,
+                    flags,
+                    m.compress_type,
+                    dos_time,
+                    dos_date,
+                    m.crc,
+                    m.compressed_size,
+                    m.file_size,
+                    len(name),
+                    0,
+                )
+            )
             out.write(name)
             done = 0
             while done < length:
@@ -89,14 +103,38 @@ def rezip_raw(src: Path, dest: Path, prefix: str) -> Path:
                 out.write(os.pread(zr._fd, n, off + done))
                 done += n
             mode = m.mode or (stat.S_IFREG | 0o644)
-            central.append(cdh.pack(b"PK\x01\x02", 20, 3, 20, 0, flags, m.compress_type,
-                                    dos_time, dos_date, m.crc, m.compressed_size, m.file_size,
-                                    len(name), 0, 0, 0, 0, mode << 16, header_offset) + name)
+            central.append(
+                cdh.pack(
+                    b"PK\x01\x02",
+                    20,
+                    3,
+                    20,
+                    0,
+                    flags,
+                    m.compress_type,
+                    dos_time,
+                    dos_date,
+                    m.crc,
+                    m.compressed_size,
+                    m.file_size,
+                    len(name),
+                    0,
+                    0,
+                    0,
+                    0,
+                    mode << 16,
+                    header_offset,
+                )
+                + name
+            )
         cd_offset = out.tell()
         cd = b"".join(central)
         out.write(cd)
-        out.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central),
-                              len(cd), cd_offset, 0))
+        out.write(
+            struct.pack(
+                "<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(cd), cd_offset, 0
+            )
+        )
     tmp.replace(dest)
     return dest
 
@@ -104,5 +142,6 @@ def rezip_raw(src: Path, dest: Path, prefix: str) -> Path:
 @pytest.fixture(scope="session")
 def torch_layer(torch_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The torch wheel as a layer under python/lib/python3.11/site-packages/."""
-    return rezip_raw(torch_wheel, tmp_path_factory.mktemp("torch-layer") / "torch-layer.zip",
-                     SITE311)
+    return rezip_raw(
+        torch_wheel, tmp_path_factory.mktemp("torch-layer") / "torch-layer.zip", SITE311
+    )

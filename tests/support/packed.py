@@ -46,8 +46,15 @@ def zstandard_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real zstandard wheel for cp311 manylinux2014 x86_64 (the test targets' decompressor)."""
     dest = tmp_path_factory.mktemp("zstandard-wheel")
     wheels = pip_download(
-        ["zstandard", "--no-deps", "--only-binary=:all:", "--python-version", "3.11",
-         "--platform", "manylinux2014_x86_64"],
+        [
+            "zstandard",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux2014_x86_64",
+        ],
         dest,
     )
     return wheels[0]
@@ -65,15 +72,27 @@ def native_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     so = work / f"_native{suffix}"
     proc = subprocess.run(
-        [gcc, "-shared", "-fPIC", "-O1", f"-I{sysconfig.get_paths()['include']}", str(src),
-         "-o", str(so)],
-        capture_output=True, text=True,
+        [
+            gcc,
+            "-shared",
+            "-fPIC",
+            "-O1",
+            f"-I{sysconfig.get_paths()['include']}",
+            str(src),
+            "-o",
+            str(so),
+        ],
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         pytest.skip(f"cannot compile a CPython extension: {proc.stderr.strip()[-300:]}")
     cp = f"cp{sys.version_info[0]}{sys.version_info[1]}"
     return make_wheel(
-        work / "dist", "nativepkg", "1.0", tags=f"{cp}-{cp}-manylinux2014_x86_64",
+        work / "dist",
+        "nativepkg",
+        "1.0",
+        tags=f"{cp}-{cp}-manylinux2014_x86_64",
         files={
             "nativepkg/__init__.py": b"from ._native import twice\n",
             f"nativepkg/_native{suffix}": so.read_bytes(),
@@ -103,24 +122,39 @@ def zip_tree(root: Path, out: Path) -> Path:
 
 def lambda_sys_path(opt: Path, function_dir: Path, python: str = PY) -> list[str]:
     """``sys.path`` entries as the Lambda runtime puts them before its own."""
-    return [str(function_dir), str(opt / "python" / "lib" / f"python{python}" / "site-packages"),
-            str(opt / "python")]
+    return [
+        str(function_dir),
+        str(opt / "python" / "lib" / f"python{python}" / "site-packages"),
+        str(opt / "python"),
+    ]
 
 
 def lambda_start(
-    opt: Path, tmp: Path, code: str, *, function_dir: Path | None = None,
-    env: dict[str, str] | None = None, timeout: float = 300,
+    opt: Path,
+    tmp: Path,
+    code: str,
+    *,
+    function_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh ``-I -S`` interpreter with Lambda's ``sys.path`` layout."""
     fdir = function_dir or (opt.parent / "task")
     fdir.mkdir(parents=True, exist_ok=True)
     prelude = f"import sys\nsys.path[:0] = {lambda_sys_path(opt, fdir)!r}\n"
-    full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TORCHWHEEL_UNPACK_DIR": str(tmp),
-                "LANG": "C.UTF-8"}
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "TORCHWHEEL_UNPACK_DIR": str(tmp),
+        "LANG": "C.UTF-8",
+    }
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-I", "-S", "-c", prelude + code],
-        capture_output=True, text=True, env=full_env, timeout=timeout, cwd=str(fdir),
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=str(fdir),
     )
 
 

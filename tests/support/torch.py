@@ -32,8 +32,17 @@ from tests.support.indexserver import IndexServer
 
 TORCH_REQUIREMENT = "torch==2.13.0"
 #: torch 2.13's Requires-Dist (setuptools is unconditional in 2.13) and their own requirements.
-TORCH_DEPS = ("filelock", "typing-extensions", "sympy", "mpmath", "networkx", "jinja2",
-              "MarkupSafe", "fsspec", "setuptools")
+TORCH_DEPS = (
+    "filelock",
+    "typing-extensions",
+    "sympy",
+    "mpmath",
+    "networkx",
+    "jinja2",
+    "MarkupSafe",
+    "fsspec",
+    "setuptools",
+)
 TORCH_TARGET = ("--runtime", "provided.al2023", "--python", "3.11", "--arch", "x86_64")
 SITE311 = "python/lib/python3.11/site-packages"
 
@@ -52,7 +61,9 @@ def pip_download(args: list[str], dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), *args],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     wheels = sorted(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
@@ -114,7 +125,10 @@ def run_build(
         env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "torchwheel", "build", *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -125,9 +139,20 @@ TEST_COMPRESSION = ("--compression-level", "2")
 
 def torch_build_args(torch_wheel: Path, index: IndexServer, out: Path, *extra: str) -> list[str]:
     """The issue's "done when" command line (find-links for torch, loopback index for deps)."""
-    return ["torch", *TORCH_TARGET, "--find-links", str(torch_wheel.parent),
-            "--index-url", index.url, "-o", str(out), "--slim", "--strip", *TEST_COMPRESSION,
-            *extra]
+    return [
+        "torch",
+        *TORCH_TARGET,
+        "--find-links",
+        str(torch_wheel.parent),
+        "--index-url",
+        index.url,
+        "-o",
+        str(out),
+        "--slim",
+        "--strip",
+        *TEST_COMPRESSION,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -165,6 +190,10 @@ def native_so(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         pytest.skip("gcc is not installed")
     d = tmp_path_factory.mktemp("native-so")
     (d / "native.c").write_text(NATIVE_C)
-    subprocess.run(["gcc", "-shared", "-fPIC", "-g", "-O1", "native.c", "-o", "libnative.so"],
-                   cwd=d, check=True, capture_output=True)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-g", "-O1", "native.c", "-o", "libnative.so"],
+        cwd=d,
+        check=True,
+        capture_output=True,
+    )
     return (d / "libnative.so").read_bytes()

@@ -145,18 +145,29 @@ def make_wheel(
     return out
 
 
-def raw_wheel(directory: Path, filename: str, members: list[tuple[str, bytes, int]],
-              *, record: dict[str, str] | None = None,
-              skip_record: Collection[str] = frozenset()) -> Path:
+def raw_wheel(
+    directory: Path,
+    filename: str,
+    members: list[tuple[str, bytes, int]],
+    *,
+    record: dict[str, str] | None = None,
+    skip_record: Collection[str] = frozenset(),
+) -> Path:
     """A wheel with exact member names and modes (S_IFLNK for symlinks); RECORD computed
     unless ``record`` overrides rows (``{name: hash}``)."""
     name, version = filename.split("-")[:2]
     di = f"{name}-{version}.dist-info"
     base = [
-        (f"{di}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode(),
-         0o100644),
-        (f"{di}/WHEEL", b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-         b"Tag: py3-none-any\n", 0o100644),
+        (
+            f"{di}/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode(),
+            0o100644,
+        ),
+        (
+            f"{di}/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            0o100644,
+        ),
     ]
     allm = members + base
     rows = []

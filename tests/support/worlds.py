@@ -22,10 +22,12 @@ def populate(server: IndexServer, root: Path, **attrs: object) -> None:
     """A small dependency world with markers, extras, a backtrack and runtime packages."""
     w = root / "wheels"
 
-    def add(name: str, version: str, requires: list[str] | None = None,
-            tags: str = "py3-none-any") -> None:
-        server.add_project(name, [make_wheel(w, name, version, tags=tags,
-                                             requires_dist=requires or [])], **attrs)
+    def add(
+        name: str, version: str, requires: list[str] | None = None, tags: str = "py3-none-any"
+    ) -> None:
+        server.add_project(
+            name, [make_wheel(w, name, version, tags=tags, requires_dist=requires or [])], **attrs
+        )
 
     add("app", "1.0", APP_REQUIRES)
     add("liba", "1.0", ["libb>=1"])

@@ -76,7 +76,7 @@ def _targets(
     runtime: str | None, arch: str | None, python: str | None
 ) -> tuple[list[Target], bool]:
     if runtime is not None:
-        return [make_target(runtime, arch or "x86_64", python)], True
+        return [make_target(arch or "x86_64", python, runtime=runtime)], True
     py = None if python is None else parse_python(python)
     targets = all_targets(provided_python=py)
     if arch is not None:
@@ -167,9 +167,9 @@ def _verdict(
 def check(
     paths: Sequence[str | Path],
     *,
-    runtime: str | None = None,
     arch: str | None = None,
     python: str | None = None,
+    runtime: str | None = None,
     ignore: Iterable[str] = (),
     record: bool = True,
     function: str | Path | None = None,

@@ -240,7 +240,7 @@ class TargetVerdict:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class CheckReport:
     """The result of :func:`torchwheel.check`.
 
@@ -273,6 +273,13 @@ class CheckReport:
         """Warning findings."""
         return tuple(f for f in self.findings if f.severity == WARNING)
 
+    def __repr__(self) -> str:
+        verdict = "ok" if self.ok else "failed"
+        return (
+            f"<CheckReport {', '.join(self.paths)}: {verdict}, {len(self.errors)} error(s), "
+            f"{len(self.warnings)} warning(s), {len(self.verdicts)} target(s)>"
+        )
+
     @property
     def ok(self) -> bool:
         """True when the deployment works (single target) / works somewhere (matrix)."""
@@ -283,7 +290,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (docs/json-schema.md, "check")."""
         return {
-            "schema": 1,
+            "schema": "torchwheel.check/1",
             "paths": list(self.paths),
             "mode": "target" if self.single_target else "matrix",
             "ok": self.ok,

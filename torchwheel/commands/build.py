@@ -31,35 +31,74 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     add_target_arguments(p, required_runtime=False)
     p.add_argument("-o", "--output", type=Path, help="write the layer zip here")
-    p.add_argument("--tree", type=Path, metavar="DIR",
-                   help="write the unzipped layer tree here (for SAM/CDK ContentUri)")
-    p.add_argument("--slim", action="store_true",
-                   help="drop what CPU inference never loads (torch/test, torch/include, "
-                   "test binaries, headers, *.a, *.pyi)")
-    p.add_argument("--strip", action="store_true",
-                   help="strip --strip-unneeded the shared objects (needs binutils' strip)")
-    p.add_argument("--compile", action="store_true",
-                   help="add .pyc bytecode (unchecked-hash, reproducible): a bigger layer, "
-                   "~2 s less cold start for torch; needs this CPython to be the target's")
-    p.add_argument("--no-deps", action="store_true",
-                   help="install the named packages only, not their Requires-Dist closure")
-    p.add_argument("--include-runtime-packages", action="store_true",
-                   help="also install packages the python3.X runtime ships (boto3, ...)")
-    p.add_argument("--layout", choices=LAYOUTS, default="site-packages",
-                   help="python/lib/python3.X/site-packages (default) or python/")
-    p.add_argument("--compression-level", type=int, default=DEFAULT_COMPRESSLEVEL,
-                   metavar="0-9", help="deflate level for members that are not copied from "
-                   f"the wheels (0 stores; default {DEFAULT_COMPRESSLEVEL})")
-    p.add_argument("--packed", action="store_true",
-                   help="ship the packages as one zstd archive + a loader that unpacks it into "
-                   "/tmp at the first import (see docs/packed-layers.md)")
-    p.add_argument("--zstd-level", type=int, default=None, metavar="1-22",
-                   help=f"zstd level for --packed (default {PACKED_DEFAULT_LEVEL}; 19 is ~12%% "
-                   "smaller and ~50x slower to build)")
+    p.add_argument(
+        "--tree",
+        type=Path,
+        metavar="DIR",
+        help="write the unzipped layer tree here (for SAM/CDK ContentUri)",
+    )
+    p.add_argument(
+        "--slim",
+        action="store_true",
+        help="drop what CPU inference never loads (torch/test, torch/include, "
+        "test binaries, headers, *.a, *.pyi)",
+    )
+    p.add_argument(
+        "--strip",
+        action="store_true",
+        help="strip --strip-unneeded the shared objects (needs binutils' strip)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add .pyc bytecode (unchecked-hash, reproducible): a bigger layer, "
+        "~2 s less cold start for torch; needs this CPython to be the target's",
+    )
+    p.add_argument(
+        "--no-deps",
+        action="store_true",
+        help="install the named packages only, not their Requires-Dist closure",
+    )
+    p.add_argument(
+        "--include-runtime-packages",
+        action="store_true",
+        help="also install packages the python3.X runtime ships (boto3, ...)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="site-packages",
+        help="python/lib/python3.X/site-packages (default) or python/",
+    )
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        default=DEFAULT_COMPRESSLEVEL,
+        metavar="0-9",
+        help="deflate level for members that are not copied from "
+        f"the wheels (0 stores; default {DEFAULT_COMPRESSLEVEL})",
+    )
+    p.add_argument(
+        "--packed",
+        action="store_true",
+        help="ship the packages as one zstd archive + a loader that unpacks it into "
+        "/tmp at the first import (see docs/packed-layers.md)",
+    )
+    p.add_argument(
+        "--zstd-level",
+        type=int,
+        default=None,
+        metavar="1-22",
+        help=f"zstd level for --packed (default {PACKED_DEFAULT_LEVEL}; 19 is ~12%% "
+        "smaller and ~50x slower to build)",
+    )
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--strict", action="store_true",
-                   help="exit 1 when the layer exceeds Lambda's 250 MB unzipped quota")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when the layer exceeds Lambda's 250 MB unzipped quota",
+    )
     add_index_arguments(p)
 
 
@@ -106,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     settings = index_settings_from_args(args)
     cache_dir = getattr(args, "cache_dir", None) or settings.cache_dir
     options = BuildOptions(
-        target=make_target(args.runtime, args.arch, args.python),
+        target=make_target(args.arch, args.python, runtime=args.runtime),
         packages=tuple(args.packages) or ("torch",),
         output=args.output,
         tree=args.tree,
@@ -149,8 +188,13 @@ def render(report: LayerReport) -> None:
     t.add_column("wheel", justify="right")
     t.add_column("")
     for p in report.packages:
-        t.add_row(p.name, p.version, human_bytes(p.unzipped_bytes), human_bytes(p.wheel_bytes),
-                  "" if p.requested else "dependency")
+        t.add_row(
+            p.name,
+            p.version,
+            human_bytes(p.unzipped_bytes),
+            human_bytes(p.wheel_bytes),
+            "" if p.requested else "dependency",
+        )
     out.print(t)
     if report.steps:
         s = Table(title="Slimming", title_justify="left")
@@ -159,8 +203,9 @@ def render(report: LayerReport) -> None:
         s.add_column("saved", justify="right")
         s.add_column("note")
         for st in report.steps:
-            amount = (f"+{human_bytes(st.bytes_added)}" if st.bytes_added
-                      else human_bytes(st.bytes_saved))
+            amount = (
+                f"+{human_bytes(st.bytes_added)}" if st.bytes_added else human_bytes(st.bytes_saved)
+            )
             s.add_row(st.step, str(st.files), amount, st.note or "")
         out.print(s)
     q = Table(title="Size vs Lambda quotas", title_justify="left")
@@ -171,8 +216,9 @@ def render(report: LayerReport) -> None:
     for c in report.quotas:
         status = "fits" if c.fits else f"over by {human_bytes(c.over_by)}"
         style = "green" if c.fits else ("red" if c.hard else "yellow")
-        q.add_row(c.name, human_bytes(c.limit), human_bytes(c.actual),
-                  f"[{style}]{status}[/{style}]")
+        q.add_row(
+            c.name, human_bytes(c.limit), human_bytes(c.actual), f"[{style}]{status}[/{style}]"
+        )
     out.print(q)
     if report.packed is not None:
         _render_packed(report.packed)
@@ -180,8 +226,10 @@ def render(report: LayerReport) -> None:
     lf.add_column("file")
     lf.add_column("size", justify="right")
     for path, size in report.largest_files[:5]:
-        lf.add_row(path[len(report.prefix) + 1:] if path.startswith(report.prefix) else path,
-                   human_bytes(size))
+        lf.add_row(
+            path[len(report.prefix) + 1 :] if path.startswith(report.prefix) else path,
+            human_bytes(size),
+        )
     out.print(lf)
     for n in report.notes:
         out.print(f"note: {n}")
@@ -206,12 +254,17 @@ def _render_packed(p: dict[str, Any]) -> None:
         f"{human_bytes(p['archive_bytes'])} holding {human_bytes(p['unpacked_bytes'])} "
         f"({p['files']} files); unpacks with {p['decompressor']}"
     )
-    tmp_note = (f"[yellow]more than the default {default} MB: set EphemeralStorage to "
-                f"{p['ephemeral_storage_recommended_mb']} MB[/yellow]"
-                if p["needs_ephemeral_storage"] else f"within the default {default} MB")
+    tmp_note = (
+        f"[yellow]more than the default {default} MB: set EphemeralStorage to "
+        f"{p['ephemeral_storage_recommended_mb']} MB[/yellow]"
+        if p["needs_ephemeral_storage"]
+        else f"within the default {default} MB"
+    )
     out.print(f"  /tmp needed: {need} MB, {tmp_note}")
     if p.get("unpack_seconds") is not None:
-        out.print(f"  unpack measured here ({os.cpu_count()} CPUs, into "
-                  f"{p['unpack_measured_in']}): {p['unpack_seconds']:.2f} s; a 1-vCPU Lambda "
-                  "(under 1,769 MB memory) is slower")
+        out.print(
+            f"  unpack measured here ({os.cpu_count()} CPUs, into "
+            f"{p['unpack_measured_in']}): {p['unpack_seconds']:.2f} s; a 1-vCPU Lambda "
+            "(under 1,769 MB memory) is slower"
+        )
     out.print(f"  handler's first line: [bold]{p['handler_line']}[/bold]")

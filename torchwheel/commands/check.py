@@ -17,19 +17,35 @@ PER_CODE = 8
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Add the ``check`` arguments."""
-    p.add_argument("zips", nargs="+", metavar="ZIP",
-                   help="layer (or function) zips, in deployment order; checked together")
+    p.add_argument(
+        "zips",
+        nargs="+",
+        metavar="ZIP",
+        help="layer (or function) zips, in deployment order; checked together",
+    )
     add_target_arguments(p)
     p.set_defaults(arch=None)
-    p.add_argument("--function", metavar="ZIP",
-                   help="the function's zip (mounted at /var/task); default: the first of "
-                   "several zips without a python/ directory")
+    p.add_argument(
+        "--function",
+        metavar="ZIP",
+        help="the function's zip (mounted at /var/task); default: the first of "
+        "several zips without a python/ directory",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--strict", action="store_true", help="warnings fail the check too")
-    p.add_argument("--ignore", action="append", default=[], metavar="CODE",
-                   help=f"drop findings with this code (repeatable): {', '.join(CODES)}")
-    p.add_argument("--no-record", dest="record", action="store_false",
-                   help="do not hash files against RECORD (faster)")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help=f"drop findings with this code (repeatable): {', '.join(CODES)}",
+    )
+    p.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not hash files against RECORD (faster)",
+    )
 
 
 def exit_code(report: CheckReport, strict: bool = False) -> int:
@@ -46,8 +62,15 @@ def exit_code(report: CheckReport, strict: bool = False) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print the findings and verdicts."""
-    report = check(args.zips, runtime=args.runtime, arch=args.arch, python=args.python,
-                   ignore=args.ignore, record=args.record, function=args.function)
+    report = check(
+        args.zips,
+        runtime=args.runtime,
+        arch=args.arch,
+        python=args.python,
+        ignore=args.ignore,
+        record=args.record,
+        function=args.function,
+    )
     code = exit_code(report, args.strict)
     if args.json:
         data = report.to_dict()
@@ -88,8 +111,11 @@ def render(report: CheckReport, code: int) -> None:
         matrix.add_column("works")
         matrix.add_column("first reason", overflow="fold")
         for v in report.verdicts:
-            matrix.add_row(v.target, "[green]yes[/]" if v.works else "[red]no[/]",
-                           v.reason or (f"{v.warnings} warning(s)" if v.warnings else ""))
+            matrix.add_row(
+                v.target,
+                "[green]yes[/]" if v.works else "[red]no[/]",
+                v.reason or (f"{v.warnings} warning(s)" if v.warnings else ""),
+            )
         out.print(matrix)
     s = report.sizes
     out.print(
@@ -97,8 +123,10 @@ def render(report: CheckReport, code: int) -> None:
         + ", ".join(f"{p}: {human_bytes(n)} zipped" for p, n in s.zipped)
     )
     if s.largest_dirs:
-        out.print("largest directories: " + ", ".join(
-            f"{p} {human_bytes(n)}" for p, n in s.largest_dirs[:5]))
+        out.print(
+            "largest directories: "
+            + ", ".join(f"{p} {human_bytes(n)}" for p, n in s.largest_dirs[:5])
+        )
     out.print(
         f"read {human_bytes(report.bytes_read)} from {report.members} members "
         f"({report.elf_files} ELF files, RECORD {'checked' if report.record_checked else 'skipped'}"
@@ -107,8 +135,10 @@ def render(report: CheckReport, code: int) -> None:
     if report.single_target:
         v = report.verdicts[0]
         if code == 0:
-            out.print(f"[green]OK[/]: works on {v.target}"
-                      + (f" ({v.warnings} warning(s))" if v.warnings else ""))
+            out.print(
+                f"[green]OK[/]: works on {v.target}"
+                + (f" ({v.warnings} warning(s))" if v.warnings else "")
+            )
         else:
             why = v.reason or f"{v.warnings} warning(s) with --strict"
             out.print(f"[red]FAIL[/]: {v.target}: {why}")

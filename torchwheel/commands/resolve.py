@@ -93,7 +93,7 @@ def resolution_json(res: Resolution, size: RemoteSize | None = None) -> dict[str
 
 def _targets(args: argparse.Namespace) -> list[Target]:
     if not args.all:
-        return [make_target(args.runtime, args.arch, args.python)]
+        return [make_target(args.arch, args.python, runtime=args.runtime)]
     provided = parse_python(args.python) if args.python else None
     return all_targets(include_deprecated=args.include_deprecated, provided_python=provided)
 

@@ -51,8 +51,15 @@ def run(args: argparse.Namespace) -> int:
         if r.is_deprecated(today):
             dep += " (past)"
         cxx = f"{r.glibcxx_str} / {r.cxxabi_str}" + (" *" if r.unconfirmed else "")
-        table.add_row(r.name, r.os_short, r.python_str or "yours", r.glibc_str, cxx,
-                      ", ".join(r.architectures), dep)
+        table.add_row(
+            r.name,
+            r.os_short,
+            r.python_str or "yours",
+            r.glibc_str,
+            cxx,
+            ", ".join(r.architectures),
+            dep,
+        )
         for n in r.notes():
             if n not in notes:
                 notes.append(n)

@@ -69,7 +69,6 @@ class Candidate:
         return self.url + ".metadata"
 
 
-
 @dataclass(frozen=True)
 class Link:
     """A file link read from an index page, before it is filtered to wheels of one project."""

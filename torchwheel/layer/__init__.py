@@ -6,14 +6,14 @@
 - :mod:`.bytecode` — ``--compile``: reproducible unchecked-hash ``.pyc`` files
 - :mod:`.report` — step results, package sizes, quotas, suggestions (:class:`LayerReport`)
 - :mod:`.older` — the network probe for an older release that fits
-- :mod:`.build` — :func:`build_layer`: the pipeline, driven by one :class:`BuildOptions`
+- :mod:`.build` — ``build_layer``: the pipeline, driven by one ``BuildOptions`` (import it
+  from :mod:`torchwheel.layer.build` or :mod:`torchwheel`; this package does not, because
+  :mod:`.build` imports :mod:`torchwheel.packed`, which imports :mod:`.install`)
 
 The zip itself is written by :mod:`torchwheel.zipwrite` (re-exported here).
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from ..zipwrite import (
     DEFAULT_COMPRESSLEVEL,
@@ -38,31 +38,9 @@ from .slimming import slim
 from .slimrules import SlimRule, slim_rule_for, slim_rules
 from .stripping import strip
 
-if TYPE_CHECKING:
-    from .build import BuildOptions, build_layer, run_build
-
-#: names of :mod:`.build`, loaded on first use: it imports :mod:`torchwheel.packed`, which
-#: imports :mod:`.install` and :mod:`.stripping` through this package — importing it here
-#: would make ``packed`` → ``layer`` → ``layer.build`` → ``packed`` a cycle, and would make
-#: every user of :class:`LayerTree` (``check``, ``packed``) load the resolver and httpx.
-_BUILD_NAMES = frozenset({"BuildOptions", "build_layer", "run_build"})
-
-
-def __getattr__(name: str) -> Any:
-    """:func:`build_layer`, :class:`BuildOptions` and :func:`run_build` on first use."""
-    if name not in _BUILD_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import build
-
-    value = getattr(build, name)
-    globals()[name] = value
-    return value
-
-
 __all__ = [
     "DEFAULT_COMPRESSLEVEL",
     "LAYOUTS",
-    "BuildOptions",
     "InstalledWheel",
     "LayerReport",
     "LayerTree",
@@ -74,13 +52,11 @@ __all__ = [
     "StepResult",
     "TreeFile",
     "ZipResult",
-    "build_layer",
     "check_compile_target",
     "compile_bytecode",
     "compress_backend",
     "layer_prefix",
     "quota_checks",
-    "run_build",
     "slim",
     "slim_rule_for",
     "slim_rules",

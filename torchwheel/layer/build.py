@@ -103,7 +103,7 @@ class BuildOptions:
 def build_layer(
     packages: Sequence[str] = ("torch",),
     *,
-    arch: str = "x86_64",
+    arch: str,
     python: str | tuple[int, int] | None = None,
     runtime: str | None = None,
     version: str | None = None,
@@ -151,7 +151,7 @@ def build_layer(
     The keywords make a :class:`BuildOptions`; :func:`run_build` takes one directly.
     """
     options = BuildOptions(
-        target=make_target(runtime, arch, python),
+        target=make_target(arch, python, runtime=runtime),
         packages=tuple(packages),
         version=version,
         output=Path(output) if output is not None else None,
@@ -219,13 +219,14 @@ class _Built:
 
 def _open_index(options: BuildOptions, client: httpx.Client | None) -> IndexClient:
     return IndexClient(
-        options.index_url or os.environ.get("TORCHWHEEL_INDEX_URL") or DEFAULT_INDEX_URL,
+        options.index_url or os.environ.get("TORCHWHEEL_INDEX_URL") or None,
         options.extra_index_urls,
         options.find_links,
         no_index=options.no_index,
         client=client,
         cache_dir=options.cache_dir,
         offline=options.offline,
+        default_index_url=DEFAULT_INDEX_URL,
     )
 
 

@@ -125,7 +125,7 @@ class OlderRelease:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LayerReport:
     """Everything :func:`torchwheel.layer.build_layer` did and measured."""
 
@@ -153,6 +153,16 @@ class LayerReport:
     timings: dict[str, float] = field(default_factory=dict)
     packed: dict[str, Any] | None = None
     older_release: OlderRelease | None = None
+
+    def __repr__(self) -> str:
+        where = self.output or self.tree
+        return (
+            f"<LayerReport {self.target} → {where}: {self.files} files, "
+            f"{self.unzipped_bytes:,} bytes unzipped"
+            + (f", {self.zipped_bytes:,} zipped" if self.zipped_bytes is not None else "")
+            + (", over quota" if self.over_quota else "")
+            + ">"
+        )
 
     @property
     def over_quota(self) -> bool:

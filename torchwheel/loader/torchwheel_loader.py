@@ -164,12 +164,12 @@ def _pax_records(data: bytes) -> dict[str, str]:
     """Parse PAX extended header records (``"<len> key=value\\n"``)."""
     out: dict[str, str] = {}
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\x00":
+    while pos < len(data) and data[pos : pos + 1] != b"\x00":
         space = data.index(b" ", pos)
         length = int(data[pos:space])
         if length <= 0:
             raise ValueError("bad PAX record")
-        record = data[space + 1:pos + length - 1]
+        record = data[space + 1 : pos + length - 1]
         key, _, value = record.partition(b"=")
         out[str(key.decode("utf-8"))] = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -190,7 +190,7 @@ def _members(stream: Any) -> Iterator[tuple[str, str, int, int]]:
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         size = int(pax.get("size", info.size))
         if info.type == tarfile.XHDTYPE:
-            pax = _pax_records(_read_exact(stream, info.size + _pad(info.size))[:info.size])
+            pax = _pax_records(_read_exact(stream, info.size + _pad(info.size))[: info.size])
             continue
         if info.type == tarfile.XGLTYPE:
             _read_exact(stream, info.size + _pad(info.size))
@@ -235,7 +235,7 @@ def _extract(stream: Any, dest: str) -> int:
                 left -= len(chunk)
                 view = memoryview(chunk)
                 while view:
-                    view = view[f.write(view) or 0:]
+                    view = view[f.write(view) or 0 :]
         pad = _pad(size)
         if pad:
             _read_exact(stream, pad)
@@ -254,8 +254,9 @@ def _read_manifest(here: str) -> dict[str, Any]:
         ) from None
     if manifest.get("format") != FORMAT:
         raise LoaderError(
-            "torchwheel_loader: {}: unsupported manifest format {!r} (this loader reads "
-            "{})".format(mpath, manifest.get("format"), FORMAT)
+            "torchwheel_loader: {}: unsupported manifest format {!r} (this loader reads {})".format(
+                mpath, manifest.get("format"), FORMAT
+            )
         )
     want = manifest.get("python")
     have = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -358,9 +359,7 @@ def _unpack_into(archive: str, manifest: dict[str, Any], tmp: str) -> None:
             "layer".format(archive, actual, manifest["sha256"])
         )
     if problem is not None:
-        raise LoaderError(
-            f"torchwheel_loader: cannot unpack {archive}: {problem}"
-        )
+        raise LoaderError(f"torchwheel_loader: cannot unpack {archive}: {problem}")
     want_files = manifest.get("files")
     if want_files is not None and files != int(want_files):
         raise LoaderError(
