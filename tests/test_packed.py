@@ -409,7 +409,7 @@ def test_layer_without_zstandard_gives_clear_error(small_layer_zip: Path, tmp_pa
 
 def test_resolve_zstandard_picks_the_target_wheel(index_server: Any, tmp_path: Path) -> None:
     from torchwheel.index import IndexClient
-    from torchwheel.packed import resolve_zstandard
+    from torchwheel.layer.build import resolve_zstandard
 
     w = tmp_path / "w"
     wheels = [
@@ -437,7 +437,7 @@ def test_resolve_zstandard_picks_the_target_wheel(index_server: Any, tmp_path: P
 def test_resolve_zstandard_none_fits(index_server: Any, tmp_path: Path) -> None:
     from torchwheel.errors import NoCompatibleWheel
     from torchwheel.index import IndexClient
-    from torchwheel.packed import resolve_zstandard
+    from torchwheel.layer.build import resolve_zstandard
 
     index_server.add_project(
         "zstandard", [make_wheel(tmp_path, "zstandard", "0.25.0", tags="cp311-cp311-win_amd64")]

@@ -32,7 +32,9 @@ from .atomic import atomic_output, atomic_write
 from .errors import ArchiveError, InputError
 from .layer.install import LayerTree
 from .layer.stripping import strip as strip_tree
+from .loader import torchwheel_loader
 from .targets import Target, quotas
+from .verdict import evaluate
 
 __all__ = [
     "ARCHIVE_NAME",
@@ -48,7 +50,6 @@ __all__ = [
     "needs_zstandard",
     "pack_tree",
     "read_manifest",
-    "resolve_zstandard",
     "tree_stats",
 ]
 
@@ -163,8 +164,6 @@ class PackInfo:
 
 def _loader() -> Any:
     """The loader module (imported under its package name, so it does not auto-activate)."""
-    from .loader import torchwheel_loader
-
     return torchwheel_loader
 
 
@@ -404,8 +403,6 @@ def make_packed_tree(
                 f"a packed layer for Python {target.python_str} needs a zstandard wheel for "
                 f"{target.label} (Python < 3.14 has no compression.zstd)"
             )
-        from .verdict import evaluate
-
         verdict = evaluate(Path(zstandard_wheel).name, target)
         if not verdict.compatible:
             raise InputError(
@@ -495,32 +492,3 @@ def measure_unpack(layer_python: Path, parent: Path | None = None) -> float:
 def needs_zstandard(target: Target) -> bool:
     """True when the target's Python lacks ``compression.zstd`` (before 3.14)."""
     return target.python < STDLIB_ZSTD
-
-
-def resolve_zstandard(
-    target: Target,
-    index: Any,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    client: Any = None,
-    offline: bool = False,
-) -> Path:
-    """The ``zstandard`` wheel for ``target`` (same verdict rules as torch), fetched and verified.
-
-    ``index`` is an :class:`~torchwheel.index.IndexClient`. Raises
-    :class:`~torchwheel.errors.NoCompatibleWheel` when no zstandard wheel fits the target.
-    """
-    from .download import fetch
-    from .errors import NoCompatibleWheel
-    from .resolution import resolve_target
-
-    res = resolve_target(target, index, package="zstandard")
-    if res.wheel is None:
-        raise NoCompatibleWheel(
-            f"no zstandard wheel fits {target.label} (needed to unpack a packed layer before "
-            f"Python 3.14): {res.summary}",
-            res.candidates,
-            res,
-        )
-    http = client if client is not None else getattr(index, "client", None)
-    return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)

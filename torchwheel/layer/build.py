@@ -24,12 +24,12 @@ import httpx
 
 from ..deps import Closure, Pin, resolve_closure
 from ..download import Progress, fetch
-from ..errors import InputError, TorchwheelError
+from ..errors import InputError, NoCompatibleWheel, TorchwheelError
 from ..index import IndexClient
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
-from ..packed import PackInfo, check_level, make_packed_tree, needs_zstandard, resolve_zstandard
+from ..packed import PackInfo, check_level, make_packed_tree, needs_zstandard
 from ..report import human_bytes
-from ..resolution import DEFAULT_INDEX_URL
+from ..resolution import DEFAULT_INDEX_URL, resolve_target
 from ..targets import Target, make_target
 from ..zipwrite import DEFAULT_COMPRESSLEVEL, ZipResult, write_layer_zip
 from . import bytecode, slimming, stripping
@@ -541,3 +541,28 @@ def run_build(
     built = _assemble(options, fetched, clock)
     clock.timings["total"] = time.perf_counter() - clock.start
     return _report(options, fetched, built, client, clock.timings)
+
+
+def resolve_zstandard(
+    target: Target,
+    index: IndexClient,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    client: httpx.Client | None = None,
+    offline: bool = False,
+) -> Path:
+    """The ``zstandard`` wheel for ``target`` (same verdict rules as torch), fetched and verified.
+
+    ``index`` is an :class:`~torchwheel.index.IndexClient`. Raises
+    :class:`~torchwheel.errors.NoCompatibleWheel` when no zstandard wheel fits the target.
+    """
+    res = resolve_target(target, index, package="zstandard")
+    if res.wheel is None:
+        raise NoCompatibleWheel(
+            f"no zstandard wheel fits {target.label} (needed to unpack a packed layer before "
+            f"Python 3.14): {res.summary}",
+            res.candidates,
+            res,
+        )
+    http = client if client is not None else index.client
+    return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)
