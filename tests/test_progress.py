@@ -68,3 +68,44 @@ def test_bytes_callback_adds_a_base() -> None:
     cb = bytes_callback(s, base=100)
     cb(50, 200)
     assert s.bytes_done == 150
+
+
+def test_plain_renderer_prints_one_line_per_finished_step() -> None:
+    import io
+
+    from torchwheel.commands._progress import renderer
+
+    out = io.StringIO()
+    with renderer("plain", out) as cb:
+        assert cb is not None
+        with step(cb, "zip", files_total=5360) as s:
+            s.advance(files=5360, bytes=439 * 1024 * 1024)
+        with step(cb, "download", unit="wheels") as s:
+            s.advance(files=2, bytes=2048)
+        with pytest.raises(ValueError), step(cb, "strip"):
+            raise ValueError("no")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("zip: 5,360 files, 439.0 MiB, ") and lines[0].endswith(" s")
+    assert lines[1].startswith("download: 2 wheels, 2.0 KiB, ")
+
+
+def test_quiet_renders_nothing() -> None:
+    from torchwheel.commands._progress import renderer
+
+    with renderer("quiet") as cb:
+        assert cb is None
+
+
+def test_rich_renderer_accepts_every_event_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchwheel.commands._progress import renderer
+
+    with renderer("rich") as cb:
+        assert cb is not None
+        with step(cb, "download", unit="wheels", files_total=2) as s:
+            s.update(bytes_done=10, item="torch")  # no byte total: files drive the bar
+            s.update(bytes_total=100, bytes_done=50)
+        with step(cb, "resolve") as s:  # nothing known
+            pass
+    err = capsys.readouterr().err
+    assert "download: 0 wheels" in err and "resolve: " in err

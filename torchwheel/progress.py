@@ -67,7 +67,8 @@ class ProgressEvent:
     ``item`` names what the step is on now (a package being downloaded, a zip being
     scanned), ``None`` when nothing in particular. ``bytes_total``/``files_total`` are
     ``None`` when unknown. ``seconds`` is the time since the step started. ``note`` is a
-    short free-text summary a step may add at its end (``"3 wheels"``, ``"dry run"``).
+    short free-text summary a step may add at its end (``"saved 12.0 MiB"``). ``unit`` is
+    what the step counts in ``files_*`` (``"files"``, ``"wheels"``, ``"packages"``).
     """
 
     kind: EventKind
@@ -79,6 +80,7 @@ class ProgressEvent:
     files_total: int | None = None
     seconds: float = 0.0
     note: str | None = None
+    unit: str = "files"
 
 
 #: What library code calls with each event; exceptions it raises propagate into the step.
@@ -100,9 +102,11 @@ class Step:
         item: str | None = None,
         bytes_total: int | None = None,
         files_total: int | None = None,
+        unit: str = "files",
         interval: float = UPDATE_INTERVAL,
     ) -> None:
         self.name = name
+        self.unit = unit
         self.item = item
         self.bytes_done = 0
         self.files_done = 0
@@ -132,6 +136,7 @@ class Step:
             files_total=self.files_total,
             seconds=self.seconds,
             note=self.note,
+            unit=self.unit,
         )
 
     def advance(self, *, bytes: int = 0, files: int = 0, item: str | None = None) -> None:
@@ -188,12 +193,14 @@ def step(
     item: str | None = None,
     bytes_total: int | None = None,
     files_total: int | None = None,
+    unit: str = "files",
 ) -> Iterator[Step]:
     """Run one step: ``"start"`` now, ``"end"`` (or ``"fail"`` on an exception) after.
 
-    ``callback`` ``None`` reports nothing. The :class:`Step` yielded takes the counts.
+    ``callback`` ``None`` reports nothing. The :class:`Step` yielded takes the counts;
+    ``unit`` names what ``files`` counts.
     """
-    s = Step(callback, name, item=item, bytes_total=bytes_total, files_total=files_total)
+    s = Step(callback, name, item=item, bytes_total=bytes_total, files_total=files_total, unit=unit)
     s._emit("start")
     try:
         yield s
