@@ -36,6 +36,7 @@ from .model import (
     LayerEntry,
     finding,
 )
+from .sources import read_tree
 
 __all__ = ["gather", "is_library_name", "scan_contents"]
 
@@ -191,6 +192,9 @@ def _read_zips(paths: Sequence[str], function: str | None, readers: list[ZipRead
     """Open every zip (appending it to ``readers``, which the caller closes)."""
     inputs = _Inputs(entries=[], generic=[], layers=[], function=None, zip_sizes=[])
     for i, p in enumerate(paths):
+        if os.path.isdir(p):
+            _read_tree(inputs, p, i, len(paths), function)
+            continue
         reader = ZipReader(p)
         readers.append(reader)
         safe, problems = archive_checks(reader, p)
@@ -206,6 +210,23 @@ def _read_zips(paths: Sequence[str], function: str | None, readers: list[ZipRead
         mount = FUNCTION_MOUNT if is_fn else LAYER_MOUNT
         inputs.entries.extend(_zip_entries(reader, safe, p, mount, i))
     return inputs
+
+
+def _read_tree(inputs: _Inputs, p: str, i: int, n: int, function: str | None) -> None:
+    """A directory, as the zip of its contents (sources.py); SAM/CDK function dirs alone too."""
+    tree = read_tree(p)
+    inputs.generic.extend(tree.findings)
+    first_of_several = i == 0 and n > 1 and not tree.has_python_dir
+    is_fn = p == function or (
+        function is None
+        and inputs.function is None
+        and (first_of_several or tree.looks_like_function)
+    )
+    if is_fn:
+        inputs.function = p
+    else:
+        inputs.layers.append(p)
+    inputs.entries.extend(tree.entries(FUNCTION_MOUNT if is_fn else LAYER_MOUNT, i))
 
 
 def _expand(
