@@ -62,6 +62,7 @@ from .packed import expand_packed_archive, packed_findings
 from .record import record_findings
 from .scan import gather, scan_contents
 from .sizes import size_findings
+from .sources import describe_inputs, facts_truth
 
 # CheckReport and Finding: what check() returns, re-exported for callers of this module.
 __all__ = ["EXPANDERS", "EXTRA_CHECKS", "CheckReport", "Finding", "check"]
@@ -218,6 +219,8 @@ def check(
             inflate=inflate_backend(),
             seconds=time.perf_counter() - t0,
             ignored=ignored,
+            inputs=describe_inputs(all_paths, state.function),
+            truth=facts_truth(),
         )
     finally:
         for r in readers:

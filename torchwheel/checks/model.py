@@ -262,6 +262,12 @@ class CheckReport:
     inflate: str
     seconds: float
     ignored: tuple[str, ...] = ()
+    #: each input: path, kind (zip / directory / image), role, mount, shape (SAM / CDK)
+    inputs: tuple[dict[str, Any], ...] = ()
+    #: where the runtime facts came from: the facts file, or the container image's own files
+    truth: dict[str, Any] = field(default_factory=dict)
+    #: for a container image: its layers, sizes, architecture and what it provides
+    image: dict[str, Any] | None = None
 
     @property
     def errors(self) -> tuple[Finding, ...]:
@@ -307,6 +313,9 @@ class CheckReport:
                 "seconds": round(self.seconds, 3),
             },
             "ignored": list(self.ignored),
+            "inputs": list(self.inputs),
+            "truth": self.truth,
+            "image": self.image,
         }
 
 
@@ -328,6 +337,8 @@ class CheckState:
     zip_sizes: list[tuple[str, int]]
     bytes_read: int = 0
     cache: dict[str, Any] = field(default_factory=dict)  # per-run memo for the judges
+    #: a container image's own files as the system (checks.image.ImageSystem), else None
+    image: Any = None
 
 
 #: An extra check: called once with ``target=None`` (target-independent findings) and once

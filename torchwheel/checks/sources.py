@@ -19,15 +19,24 @@ import io
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import InputError
-from .model import WARNING, Finding, LayerEntry, finding
+from .model import FUNCTION_MOUNT, LAYER_MOUNT, WARNING, Finding, LayerEntry, finding
 
-__all__ = ["MAX_TREE_ENTRIES", "Tree", "TreeShape", "read_tree", "refuse_root", "tree_shape"]
+__all__ = [
+    "MAX_TREE_ENTRIES",
+    "Tree",
+    "TreeShape",
+    "describe_inputs",
+    "facts_truth",
+    "read_tree",
+    "refuse_root",
+    "tree_shape",
+]
 
 #: A directory with more entries than this is refused (a zip cannot hold more than 2**32 either,
 #: and nothing deployable to Lambda comes close).
@@ -213,3 +222,34 @@ def read_tree(path: str) -> Tree:
     _walk(root, tree)
     tree.has_python_dir = any(rel == "python" for rel, _st, _l in tree._items)
     return tree
+
+
+def describe_inputs(paths: Sequence[str], function: str | None) -> tuple[dict[str, Any], ...]:
+    """For the report: each zip / directory, its role (function or layer), mount and shape."""
+    out = []
+    for p in paths:
+        is_dir = os.path.isdir(p)
+        shape = tree_shape(p) if is_dir else None
+        role = "function" if p == function else "layer"
+        out.append(
+            {
+                "path": p,
+                "kind": "directory" if is_dir else "zip",
+                "role": role,
+                "mount": FUNCTION_MOUNT if role == "function" else LAYER_MOUNT,
+                "shape": None if shape is None else shape.kind,
+                "shape_name": None if shape is None else shape.name,
+                "described": None if shape is None else shape.describe(),
+            }
+        )
+    return tuple(out)
+
+
+def facts_truth() -> dict[str, Any]:
+    """The report's ``truth`` for zips and directories: every runtime fact from the facts file."""
+    return {
+        "source": "facts",
+        "file": "torchwheel/data/lambda.json",
+        "about": "glibc, libstdc++, CPython, system libraries and paths of each runtime, "
+        "each with its source",
+    }
