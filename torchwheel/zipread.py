@@ -11,6 +11,15 @@ Two entry points:
   inflates them and checks their CRC-32). Memory is bounded by what the caller asks for,
   never the archive.
 
+Budgets (:class:`ZipLimits`, see docs/security.md): the central directory must describe
+members that do not overlap (each member's local header and data end before the next one
+starts: one stream shared by many entries is refused); a member whose declared size is more
+than :data:`MAX_RATIO` times its compressed size (above :data:`RATIO_FLOOR` bytes) or more
+than :data:`MAX_MEMBER` bytes is not opened; and one reader inflates at most
+:data:`MAX_TOTAL_INFLATE` bytes over its life (every open of a member counts its declared
+size). ``TORCHWHEEL_MAX_INFLATE`` and ``TORCHWHEEL_MAX_RATIO`` override the defaults.
+:class:`ZipReader` opens regular files only, without blocking (a FIFO is refused, not read).
+
 Member names are reported as they are: ``../x`` or ``/etc/passwd`` are not rejected here (the
 ``check`` command reports them); :func:`is_unsafe_name` says whether a name would escape the
 extraction directory. Errors are :class:`~torchwheel.errors.ArchiveError` with a one-line
@@ -20,6 +29,7 @@ message starting with the source's name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import struct
@@ -31,6 +41,14 @@ from types import TracebackType
 from typing import BinaryIO, cast
 
 from .errors import ArchiveError
+from .limits import (
+    MAX_MEMBER,
+    MAX_RATIO,
+    MAX_TOTAL_INFLATE,
+    RATIO_FLOOR,
+    ZipLimits,
+    open_regular,
+)
 from .zipstream import (
     CHUNK,
     SUPPORTED_METHODS,
@@ -45,13 +63,19 @@ from .zipstream import (
 
 __all__ = [
     "CHUNK",
+    "MAX_MEMBER",
+    "MAX_RATIO",
+    "MAX_TOTAL_INFLATE",
+    "RATIO_FLOOR",
     "SUPPORTED_METHODS",
     "ZIP_DEFLATED",
     "ZIP_STORED",
+    "ZipLimits",
     "ZipMember",
     "ZipReader",
     "inflate_backend",
     "is_unsafe_name",
+    "open_regular",
     "read_central_directory",
 ]
 
@@ -197,6 +221,11 @@ def read_central_directory(
         raise ArchiveError(f"{label}: not a zip archive ({size} bytes, too short)")
 
     def read(offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ArchiveError(
+                f"{label}: corrupt archive (a record points at {offset}+{length}, outside the "
+                f"{size}-byte file)"
+            )
         data = read_at(offset, length)
         if len(data) < length:
             raise ArchiveError(
@@ -272,6 +301,7 @@ def _parse_cd(
     cd: bytes, count: int, concat: int, cd_abs: int, label: str, zip64: bool
 ) -> list[ZipMember]:
     members: list[ZipMember] = []
+    spans: list[tuple[int, int, str]] = []  # (local header offset, least end, name)
     pos = 0
     n = len(cd)
     unpack = _CDH.unpack_from
@@ -320,6 +350,7 @@ def _parse_cd(
                 f"{label}: {name}: inconsistent offsets (data at {offset} + {csize} bytes runs "
                 f"into the central directory at {cd_abs})"
             )
+        spans.append((offset, offset + _LFH.size + nlen + csize, name))
         members.append(
             ZipMember(
                 name=name,
@@ -339,7 +370,20 @@ def _parse_cd(
         raise ArchiveError(
             f"{label}: corrupt central directory ({len(members)} entries, end record says {count})"
         )
+    _check_overlaps(spans, label)
     return members
+
+
+def _check_overlaps(spans: list[tuple[int, int, str]], label: str) -> None:
+    """Refuse members whose local header + data run into the next member's (a zip bomb that
+    inflates one stream through many entries, or a corrupt directory)."""
+    spans.sort()
+    for (start, end, name), (nxt, _e, other) in itertools.pairwise(spans):
+        if end > nxt:
+            raise ArchiveError(
+                f"{label}: overlapping members: {name} (at {start}, through {end}) runs into "
+                f"{other} (at {nxt}); refusing an archive whose entries share data"
+            )
 
 
 class ZipReader:
@@ -348,22 +392,14 @@ class ZipReader:
     Thread-safe for concurrent :meth:`open` / :meth:`read` calls (reads use ``os.pread``).
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, limits: ZipLimits | None = None) -> None:
         self.path = Path(path)
         self.source = str(path)
+        self.limits = limits if limits is not None else ZipLimits.from_env()
+        self.inflated = 0  # declared bytes of every member opened so far (the budget)
+        self._fd = open_regular(self.path, self.source)
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise ArchiveError(f"{self.source}: no such file") from None
-        except IsADirectoryError:
-            raise ArchiveError(f"{self.source}: is a directory, not a zip file") from None
-        except OSError as exc:
-            raise ArchiveError(f"{self.source}: cannot open ({exc.strerror})") from None
-        try:
-            st = os.fstat(self._fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise ArchiveError(f"{self.source}: is a directory, not a zip file")
-            self.size = st.st_size
+            self.size = os.fstat(self._fd).st_size
             self.members: list[ZipMember] = read_central_directory(
                 self._pread, self.size, source=self.source
             )
@@ -373,6 +409,21 @@ class ZipReader:
             raise
         self._data_offsets: dict[int, int] = {}
         self._lock = threading.Lock()
+
+    def _charge(self, m: ZipMember, amount: int | None = None) -> None:
+        """Count ``m`` against the budgets before inflating it (see :class:`ZipLimits`)."""
+        why = self.limits.refusal(m.file_size, m.compressed_size)
+        if why is not None:
+            raise ArchiveError(f"{self.source}: {m.name}: {why}")
+        amount = m.file_size if amount is None else min(amount, m.file_size)
+        with self._lock:
+            self.inflated += amount
+            total = self.inflated
+        if total > self.limits.max_total:
+            raise ArchiveError(
+                f"{self.source}: reading {m.name} would inflate more than "
+                f"{self.limits.max_total:,} bytes in total (TORCHWHEEL_MAX_INFLATE raises it)"
+            )
 
     def _pread(self, offset: int, length: int) -> bytes:
         if self._fd < 0:
@@ -420,10 +471,12 @@ class ZipReader:
 
     def open(self, m: ZipMember) -> BinaryIO:
         """A stream of ``m``'s uncompressed bytes; CRC-32 is checked when it reaches the end."""
+        self._charge(m)
         return cast(BinaryIO, MemberStream(self, m, self.data_offset(m)))
 
     def iter_chunks(self, m: ZipMember) -> Iterator[bytes]:
         """Yield all of ``m``'s uncompressed bytes in pieces (CRC checked at the end)."""
+        self._charge(m)
         stream = MemberStream(self, m, self.data_offset(m))
         yield from stream.chunks()
 
@@ -473,6 +526,7 @@ class ZipReader:
             if m.header_offset + _LFH.size + nlen + xlen + m.compressed_size > self.size:
                 raise ArchiveError(f"{label}: truncated member data")
             return self.read(m)  # a long extra field pushed it past the batch
+        self._charge(m)
         if m.compress_type == ZIP_STORED:
             out = raw
         else:
