@@ -55,10 +55,8 @@ from .zipstream import (
     ZIP_DEFLATED,
     ZIP_STORED,
     MemberStream,
-    crc32,
-    decompressobj,
     inflate_backend,
-    inflate_errors,
+    inflate_whole,
 )
 
 __all__ = [
@@ -527,22 +525,7 @@ class ZipReader:
                 raise ArchiveError(f"{label}: truncated member data")
             return self.read(m)  # a long extra field pushed it past the batch
         self._charge(m)
-        if m.compress_type == ZIP_STORED:
-            out = raw
-        else:
-            try:
-                d = decompressobj()
-                out = d.decompress(raw, m.file_size + 1)
-            except inflate_errors as exc:
-                raise ArchiveError(f"{label}: corrupt deflate data ({exc})") from None
-        if len(out) != m.file_size:
-            raise ArchiveError(
-                f"{label}: truncated or corrupt member ({len(out)} of {m.file_size} bytes)"
-            )
-        crc = crc32(out, 0) & 0xFFFFFFFF
-        if crc != m.crc:
-            raise ArchiveError(f"{label}: CRC-32 mismatch (expected {m.crc:08x}, got {crc:08x})")
-        return out
+        return inflate_whole(raw, m, label)
 
     def read(self, m: ZipMember, limit: int | None = None) -> bytes:
         """``m``'s bytes (the first ``limit`` bytes when given; CRC checked on full reads)."""
