@@ -1,0 +1,326 @@
+"""Container images for check tests, built without a daemon (OCI image spec v1.1).
+
+An image is layers (tar files), a config (JSON: architecture, os, Env, rootfs.diff_ids) and a
+manifest. :func:`write_image` writes the same layers in three shapes:
+
+* ``docker-save`` — what ``docker save`` wrote before docker 25: ``manifest.json``,
+  ``<config sha>.json``, ``<layer id>/layer.tar`` (uncompressed), ``repositories``;
+* ``oci-tar`` — an OCI image layout in a tar (``oci-layout``, ``index.json``,
+  ``blobs/sha256/…``; layers ``tar+gzip``), as ``docker buildx --output type=oci`` writes;
+* ``oci-dir`` — the same layout as a directory (``skopeo copy … oci:DIR``).
+
+Layer contents are ``{absolute path: bytes | (bytes, mode) | Symlink | WHITEOUT | OPAQUE}``:
+``WHITEOUT`` writes ``.wh.<name>`` (delete from the layers beneath), ``OPAQUE`` writes
+``<dir>/.wh..wh..opq``.
+
+The base layer's system libraries are built by gcc (:func:`build_fake_libc`): a ``libc.so.6``
+whose version script defines GLIBC_2.2.5 … up to a ceiling (2.26: an Amazon Linux 2
+stand-in; 2.34: Amazon Linux 2023), in the host glibc's own order of version names, and a
+``libstdc++.so.6`` defining GLIBCXX_3.4 … / CXXABI_1.3 … up to a ceiling.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from torchwheel.elf import parse_elf, version_tuple
+
+MTIME = 1_704_067_200  # 2024-01-01
+
+
+@dataclass(frozen=True)
+class Symlink:
+    """A symlink entry of a layer."""
+
+    target: str
+
+
+WHITEOUT = object()
+OPAQUE = object()
+
+LayerSpec = Mapping[str, object]
+
+LAMBDA_ENV = [
+    "LANG=en_US.UTF-8",
+    "TZ=:/etc/localtime",
+    "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+    "LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:"
+    "/var/task/lib:/opt/lib",
+    "LAMBDA_TASK_ROOT=/var/task",
+    "LAMBDA_RUNTIME_DIR=/var/runtime",
+]
+
+
+def layer_tar(spec: LayerSpec) -> bytes:
+    """An uncompressed layer tar: parent directories first, then the entries in path order."""
+    buf = io.BytesIO()
+    dirs: set[str] = set()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+
+        def add_dir(path: str) -> None:
+            if path in dirs or path in ("", "/"):
+                return
+            add_dir(path.rsplit("/", 1)[0])
+            dirs.add(path)
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, MTIME
+            tf.addfile(info)
+
+        for path, value in sorted(spec.items()):
+            parent, name = path.rsplit("/", 1)
+            add_dir(parent)
+            if value is WHITEOUT or value is OPAQUE:
+                wh = f"{parent}/.wh.{name}" if value is WHITEOUT else f"{path}/.wh..wh..opq"
+                if value is OPAQUE:
+                    add_dir(path)
+                info = tarfile.TarInfo(wh.lstrip("/"))
+                info.mtime = MTIME
+                tf.addfile(info, io.BytesIO(b""))
+                continue
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.mtime = MTIME
+            if isinstance(value, Symlink):
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, value.target, 0o777
+                tf.addfile(info)
+                continue
+            data, mode = value if isinstance(value, tuple) else (value, 0o644)
+            assert isinstance(data, bytes)
+            info.size, info.mode = len(data), mode
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def image_config(diff_ids: list[str], arch: str = "amd64", env: list[str] | None = None) -> bytes:
+    """The config JSON (OCI config.md) of a Lambda-like image."""
+    config = {
+        "architecture": arch,
+        "os": "linux",
+        "config": {
+            "Env": LAMBDA_ENV if env is None else env,
+            "Entrypoint": ["/lambda-entrypoint.sh"],
+            "Cmd": ["app.handler"],
+            "WorkingDir": "/var/task",
+        },
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "torchwheel tests"} for _ in diff_ids],
+    }
+    return json.dumps(config, indent=1).encode()
+
+
+def _tar_of(files: Mapping[str, bytes], dest: Path) -> None:
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), MTIME, 0o644
+            tf.addfile(info, io.BytesIO(data))
+
+
+def write_image(
+    dest: Path,
+    layers: list[LayerSpec],
+    *,
+    fmt: str = "oci-tar",
+    arch: str = "amd64",
+    env: list[str] | None = None,
+    tag: str = "example/app:latest",
+) -> Path:
+    """Write the image ``layers`` (bottom first) at ``dest`` in format ``fmt``."""
+    tars = [layer_tar(spec) for spec in layers]
+    diff_ids = [f"sha256:{_sha(t)}" for t in tars]
+    config = image_config(diff_ids, arch, env)
+    files: dict[str, bytes] = {}
+    if fmt == "docker-save":
+        config_name = f"{_sha(config)}.json"
+        files[config_name] = config
+        names = []
+        for t in tars:
+            layer_id = _sha(t)
+            files[f"{layer_id}/VERSION"] = b"1.0"
+            files[f"{layer_id}/layer.tar"] = t
+            names.append(f"{layer_id}/layer.tar")
+        manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": names}]
+        files["manifest.json"] = json.dumps(manifest).encode()
+        repo, _, version = tag.partition(":")
+        files["repositories"] = json.dumps({repo: {version: _sha(tars[-1])}}).encode()
+        _tar_of(files, dest)
+        return dest
+    blobs: dict[str, bytes] = {}
+    descs = []
+    for t in tars:
+        gz = gzip.compress(t, mtime=0)
+        blobs[_sha(gz)] = gz
+        descs.append(
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": f"sha256:{_sha(gz)}",
+                "size": len(gz),
+            }
+        )
+    blobs[_sha(config)] = config
+    manifest_json = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": f"sha256:{_sha(config)}",
+                "size": len(config),
+            },
+            "layers": descs,
+        }
+    ).encode()
+    blobs[_sha(manifest_json)] = manifest_json
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": f"sha256:{_sha(manifest_json)}",
+                "size": len(manifest_json),
+                "platform": {"architecture": arch, "os": "linux"},
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    files["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    files["index.json"] = json.dumps(index).encode()
+    for digest, data in blobs.items():
+        files[f"blobs/sha256/{digest}"] = data
+    if fmt == "oci-tar":
+        _tar_of(files, dest)
+        return dest
+    assert fmt == "oci-dir", fmt
+    for name, data in files.items():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(data)
+    return dest
+
+
+# -- system libraries built by gcc ---------------------------------------------------------------
+
+
+def _host_versions(lib: str, compiler: str) -> list[str]:
+    path = subprocess.run(
+        [compiler, f"-print-file-name={lib}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return list(parse_elf(Path(path).read_bytes(), name=path).version_defs)
+
+
+def _versioned_library(
+    directory: Path, soname: str, versions: list[str], out_name: str | None = None
+) -> Path:
+    """A shared library named ``soname`` defining exactly ``versions`` (one symbol each)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = out_name or soname
+    src = directory / f"{stem}.c"
+    script = directory / f"{stem}.map"
+    syms = [f"tw_{i}" for i in range(len(versions))]
+    src.write_text("".join(f"int {s}(void) {{ return {i}; }}\n" for i, s in enumerate(syms)))
+    nodes = []
+    for i, (v, s) in enumerate(zip(versions, syms, strict=True)):
+        local = " local: *;" if i == 0 else ""
+        parent = f" {versions[i - 1]}" if i else ""
+        nodes.append(f"{v} {{ global: {s};{local} }}{parent};")
+    script.write_text("\n".join(nodes) + "\n")
+    out = directory / stem
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-nostdlib",
+            f"-Wl,-soname,{soname}",
+            f"-Wl,--version-script={script}",
+            str(src),
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def _up_to(names: list[str], prefix: str, ceiling: tuple[int, ...]) -> list[str]:
+    out = []
+    for n in names:
+        v = version_tuple(n, prefix)
+        if v is not None and v <= ceiling:
+            out.append(n)
+    return out
+
+
+def build_fake_libc(directory: Path, ceiling: str) -> Path:
+    """``libc.so.6`` defining the host glibc's GLIBC_2.x versions up to ``ceiling`` only."""
+    versions = _up_to(
+        _host_versions("libc.so.6", "gcc"), "GLIBC_", tuple(map(int, ceiling.split(".")))
+    )
+    return _versioned_library(directory, "libc.so.6", versions, f"libc-{ceiling}.so")
+
+
+def build_fake_libstdcxx(directory: Path, glibcxx: str, cxxabi: str) -> Path:
+    """``libstdc++.so.6`` defining GLIBCXX_ / CXXABI_ versions up to the given ceilings."""
+    host = _host_versions("libstdc++.so.6", "g++")
+    versions = _up_to(host, "GLIBCXX_", tuple(map(int, glibcxx.split(".")))) + _up_to(
+        host, "CXXABI_", tuple(map(int, cxxabi.split(".")))
+    )
+    return _versioned_library(directory, "libstdc++.so.6", versions, f"libstdc++-{glibcxx}.so")
+
+
+@dataclass(frozen=True)
+class SystemLibs:
+    """gcc-built stand-ins of an Amazon Linux image's glibc and libstdc++."""
+
+    libc_226: bytes
+    libc_234: bytes
+    libstdcxx_al2: bytes  # GLIBCXX_3.4.24 / CXXABI_1.3.11 (gcc 7)
+    libstdcxx_al2023: bytes  # GLIBCXX_3.4.29 / CXXABI_1.3.13 (gcc 11)
+
+
+@pytest.fixture(scope="session")
+def system_libs(tmp_path_factory: pytest.TempPathFactory) -> SystemLibs:
+    """Fake system libraries (skips without gcc / g++)."""
+    if shutil.which("gcc") is None or shutil.which("g++") is None:
+        pytest.skip("gcc and g++ are needed to build the image's system libraries")
+    d = tmp_path_factory.mktemp("syslibs")
+    return SystemLibs(
+        libc_226=build_fake_libc(d, "2.26").read_bytes(),
+        libc_234=build_fake_libc(d, "2.34").read_bytes(),
+        libstdcxx_al2=build_fake_libstdcxx(d, "3.4.24", "1.3.11").read_bytes(),
+        libstdcxx_al2023=build_fake_libstdcxx(d, "3.4.29", "1.3.13").read_bytes(),
+    )
+
+
+def base_layer(libs: SystemLibs, glibc: str, python: str = "3.12") -> dict[str, object]:
+    """A Lambda-like base layer: /lib64 -> usr/lib64 (AL2023 style), glibc, libstdc++, python."""
+    al2 = glibc == "2.26"
+    libc = libs.libc_226 if al2 else libs.libc_234
+    cxx = libs.libstdcxx_al2 if al2 else libs.libstdcxx_al2023
+    name = "Amazon Linux 2" if al2 else "Amazon Linux 2023"
+    return {
+        "/lib64": Symlink("usr/lib64"),
+        f"/usr/lib64/libc-{glibc}.so": (libc, 0o755),
+        "/usr/lib64/libc.so.6": Symlink(f"libc-{glibc}.so"),
+        "/usr/lib64/libstdc++.so.6.0.99": (cxx, 0o755),
+        "/usr/lib64/libstdc++.so.6": Symlink("libstdc++.so.6.0.99"),
+        "/etc/os-release": f'NAME="Amazon Linux"\nPRETTY_NAME="{name}"\n'.encode(),
+        f"/var/lang/bin/python{python}": (b"#!/bin/sh\n", 0o755),
+        "/var/lang/bin/python3": Symlink(f"python{python}"),
+        "/var/runtime/bootstrap.py": b"# the runtime interface client\n",
+    }
