@@ -33,6 +33,7 @@ from .errors import ArchiveError, InputError
 from .layer.install import LayerTree
 from .layer.stripping import strip as strip_tree
 from .loader import torchwheel_loader
+from .progress import Step
 from .targets import Target, quotas
 from .verdict import evaluate
 
@@ -272,13 +273,20 @@ def check_level(level: int) -> None:
         raise InputError(f"zstd level {level} is out of range {MIN_LEVEL}..{MAX_LEVEL}")
 
 
-def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL) -> PackInfo:
+def pack_tree(
+    site_packages: Path,
+    archive: Path,
+    *,
+    level: int = DEFAULT_LEVEL,
+    progress: Step | None = None,
+) -> PackInfo:
     """Write ``site_packages`` as a reproducible zstd-compressed tar at ``archive``.
 
     Members are sorted (directories before their contents), mtime is ``SOURCE_DATE_EPOCH`` or
     1980-01-01, uid/gid 0 with empty owner names, modes 0755 for directories and executables and
     0644 otherwise. The archive is written to a temp file in the same directory and renamed
     into place; symbolic links and special files are refused with :class:`InputError`.
+    ``progress`` counts the files archived and their bytes.
     """
     check_level(level)
     site_packages = Path(site_packages)
@@ -317,6 +325,8 @@ def pack_tree(site_packages: Path, archive: Path, *, level: int = DEFAULT_LEVEL)
                     tar.addfile(info, f)
                 files += 1
                 size += info.size
+                if progress is not None:
+                    progress.advance(files=1, bytes=info.size)
                 disk += -(-info.size // _BLOCK) * _BLOCK
     return PackInfo(
         archive=archive,
@@ -380,6 +390,7 @@ def make_packed_tree(
     level: int = DEFAULT_LEVEL,
     zstandard_wheel: Path | None = None,
     measure: bool = True,
+    progress: Step | None = None,
 ) -> PackInfo:
     """Lay out a packed layer for ``target`` under ``layer_root`` (the zip's root).
 
@@ -387,7 +398,8 @@ def make_packed_tree(
     and ``python/torchwheel_packed/manifest.json``; for targets before Python 3.14 the
     ``zstandard_wheel`` (resolved for the *target*, required then) is installed uncompressed
     into ``python/``. With ``measure`` the archive is unpacked once into a temp dir with the
-    loader's own code to time it (and prove the round trip).
+    loader's own code to time it (and prove the round trip). ``progress`` counts the files
+    archived (see :func:`pack_tree`).
     """
     layer_root = Path(layer_root)
     py = layer_root / "python"
@@ -411,7 +423,9 @@ def make_packed_tree(
         installed = install_wheel_flat(Path(zstandard_wheel), py, exclude=_no_cffi, strip=True)
         extra.extend(f"python/{p}" for p in installed)
         decompressor = f"zstandard ({Path(zstandard_wheel).name})"
-    info = pack_tree(site_packages, py / MANIFEST_DIR / ARCHIVE_NAME, level=level)
+    info = pack_tree(
+        site_packages, py / MANIFEST_DIR / ARCHIVE_NAME, level=level, progress=progress
+    )
     manifest = {
         "format": FORMAT,
         "archive": ARCHIVE_NAME,

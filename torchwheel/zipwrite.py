@@ -27,6 +27,7 @@ from typing import BinaryIO
 
 from .atomic import atomic_output
 from .errors import ArchiveError, InputError
+from .progress import Step
 from .zipread import ZIP_DEFLATED, ZIP_STORED, ZipMember, ZipReader
 
 _isal: ModuleType | None
@@ -472,6 +473,7 @@ def write_layer_zip(
     date_time: tuple[int, int] | None = None,
     workers: int | None = None,
     virtual: Mapping[str, tuple[RawSource, bool]] | None = None,
+    progress: Step | None = None,
 ) -> ZipResult:
     """Zip the tree at ``tree_root`` into ``output`` reproducibly (see the module docstring).
 
@@ -480,7 +482,7 @@ def write_layer_zip(
     disk (tree-relative path → (wheel member, executable); see
     :meth:`torchwheel.layer.LayerTree.virtual_files`), copied the same way. ``compresslevel``
     0 stores, 1–9 deflate. The zip is written to a temporary file next to ``output`` and
-    renamed into place.
+    renamed into place. ``progress`` counts the members written and their unzipped bytes.
     """
     if not 0 <= compresslevel <= 9:
         raise InputError(f"compression level {compresslevel} is not between 0 and 9")
@@ -493,8 +495,12 @@ def write_layer_zip(
         cf.ThreadPoolExecutor(nworkers) as pool,
         _Writer(out, date_time or zip_date_time(), compresslevel, pool, nworkers) as w,
     ):
+        if progress is not None:
+            progress.update(files_total=len(entries), bytes_total=sum(e.size for e in entries))
         for e in entries:
             w.add(e)
+            if progress is not None:
+                progress.advance(files=1, bytes=e.size)
         w.finish()
         zipped = out.tell()
     return ZipResult(

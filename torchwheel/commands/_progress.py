@@ -49,7 +49,8 @@ def summary_line(e: ProgressEvent) -> str:
     """``zip: 5,360 files, 439.0 MiB, 21.0 s`` — one finished step, for logs."""
     parts = []
     if e.files_done or e.files_total:
-        parts.append(f"{e.files_done:,} {e.unit}")
+        unit = e.unit[:-1] if e.files_done == 1 and e.unit.endswith("s") else e.unit
+        parts.append(f"{e.files_done:,} {unit}")
     if e.bytes_done:
         parts.append(human_bytes(e.bytes_done))
     if e.note:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +11,10 @@ from ..errors import InputError
 from ..layer import DEFAULT_COMPRESSLEVEL, LAYOUTS, LayerReport
 from ..layer.build import BuildOptions, run_build
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
-from ..report import console, err_console, human_bytes, print_json
+from ..report import console, human_bytes, print_json
 from ..targets import make_target
 from ._options import add_index_arguments, index_client_from_args, index_settings_from_args
+from ._progress import add_quiet_argument, mode_from_args, renderer
 from .tags import add_target_arguments
 
 
@@ -94,46 +92,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_quiet_argument(p)
     p.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 when the layer exceeds Lambda's 250 MB unzipped quota",
     )
     add_index_arguments(p)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    tasks: dict[str, TaskID] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console(),
-        transient=True,
-    ) as prog:
-
-        def update(name: str, done: int, total: int | None) -> None:
-            if name not in tasks:
-                tasks[name] = prog.add_task(name, total=total)
-            prog.update(tasks[name], completed=done, total=total)
-
-        yield update
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )
     index = index_client_from_args(args)
     try:
-        with _progress(sys.stderr.isatty()) as progress:
+        with renderer(mode_from_args(args)) as progress:
             report = run_build(options, index=index, progress=progress)
     finally:
         index.close()

@@ -23,11 +23,13 @@ from pathlib import Path
 import httpx
 
 from ..deps import Closure, Pin, resolve_closure
-from ..download import Progress, fetch
+from ..download import fetch
 from ..errors import InputError, NoCompatibleWheel, TorchwheelError
 from ..index import IndexClient
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
 from ..packed import PackInfo, check_level, make_packed_tree, needs_zstandard
+from ..progress import ProgressCallback, Step, bytes_callback
+from ..progress import step as progress_step
 from ..report import human_bytes
 from ..resolution import DEFAULT_INDEX_URL, resolve_target
 from ..targets import Target, make_target
@@ -46,9 +48,6 @@ from .report import (
 )
 
 __all__ = ["BuildOptions", "build_layer", "run_build"]
-
-#: ``progress(package, bytes done, total or None)`` while wheels download
-ProgressCallback = Callable[[str, int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,8 @@ class BuildOptions:
             check_level(self.zstd_level)
         if self.compile_bytecode:
             bytecode.check_compile_target(self.target)
+        if self.strip:  # before any download: refuse what could not be stripped
+            stripping.require_strip(self.target.machine)
 
     @property
     def prefix(self) -> str:
@@ -184,15 +185,30 @@ def build_layer(
 
 @dataclass
 class _Clock:
-    """Seconds per step, for the report's ``timings``."""
+    """Seconds per step, for the report's ``timings``; each step also reports its progress
+    (:mod:`torchwheel.progress`) under ``shown`` (default: the timing's name)."""
 
+    progress: ProgressCallback | None = None
     start: float = field(default_factory=time.perf_counter)
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
-    def step(self, name: str, *, since_start: bool = False) -> Iterator[None]:
+    def step(
+        self,
+        name: str,
+        *,
+        since_start: bool = False,
+        shown: str | None = None,
+        unit: str = "files",
+        files_total: int | None = None,
+        bytes_total: int | None = None,
+    ) -> Iterator[Step]:
         t = self.start if since_start else time.perf_counter()
-        yield
+        shown = shown or name
+        with progress_step(
+            self.progress, shown, unit=unit, files_total=files_total, bytes_total=bytes_total
+        ) as s:
+            yield s
         self.timings[name] = time.perf_counter() - t
 
 
@@ -230,28 +246,43 @@ def _open_index(options: BuildOptions, client: httpx.Client | None) -> IndexClie
     )
 
 
-def _progress_for(progress: ProgressCallback | None, name: str) -> Progress | None:
-    if progress is None:
-        return None
-
-    def update(done: int, total: int | None) -> None:
-        progress(name, done, total)
-
-    return update
+def _fetch_all(
+    options: BuildOptions, pins: Sequence[Pin], http: httpx.Client, clock: _Clock
+) -> list[tuple[Pin, Path]]:
+    """Fetch (or find in the cache) each pinned wheel, reported as the ``download`` step."""
+    sizes = [pin.candidate.size for pin in pins]
+    total = sum(s for s in sizes if s is not None) if None not in sizes else None
+    wheels = []
+    with clock.step(
+        "fetch", shown="download", unit="wheels", files_total=len(pins), bytes_total=total
+    ) as s:
+        for pin in pins:
+            base = s.bytes_done
+            s.update(item=pin.name)
+            path = fetch(
+                pin.candidate,
+                cache_dir=options.cache_dir,
+                client=http,
+                progress=bytes_callback(s, base=base),
+                offline=options.offline,
+            )
+            s.update(bytes_done=base + path.stat().st_size)
+            s.advance(files=1)
+            wheels.append((pin, path))
+    return wheels
 
 
 def _resolve_and_fetch(
     options: BuildOptions,
     index: IndexClient | None,
     client: httpx.Client | None,
-    progress: ProgressCallback | None,
     clock: _Clock,
 ) -> _Fetched:
     """Resolve the closure and fetch every wheel (and zstandard for a packed layer)."""
     own_index = index is None
     idx = index if index is not None else _open_index(options, client)
     try:
-        with clock.step("resolve", since_start=True):
+        with clock.step("resolve", since_start=True, unit="packages") as s:
             closure = resolve_closure(
                 list(options.packages),
                 options.target,
@@ -262,27 +293,18 @@ def _resolve_and_fetch(
                 prereleases=options.prereleases,
                 cache_dir=options.cache_dir,
             )
+            s.update(files_done=len(closure.pins))
         http = idx.client if client is None else client
-        with clock.step("fetch"):
-            wheels = []
-            for pin in closure.pins:
-                path = fetch(
-                    pin.candidate,
-                    cache_dir=options.cache_dir,
-                    client=http,
-                    progress=_progress_for(progress, pin.name),
-                    offline=options.offline,
-                )
-                wheels.append((pin, path))
-            zstd_wheel = None
-            if options.packed and needs_zstandard(options.target):
-                zstd_wheel = resolve_zstandard(
-                    options.target,
-                    idx,
-                    cache_dir=options.cache_dir,
-                    client=http,
-                    offline=options.offline,
-                )
+        wheels = _fetch_all(options, closure.pins, http, clock)
+        zstd_wheel = None
+        if options.packed and needs_zstandard(options.target):
+            zstd_wheel = resolve_zstandard(
+                options.target,
+                idx,
+                cache_dir=options.cache_dir,
+                client=http,
+                offline=options.offline,
+            )
     finally:
         if own_index:
             idx.close()
@@ -307,7 +329,7 @@ def _materialize(options: BuildOptions) -> Callable[[str], bool] | None:
 def _install(
     options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path, clock: _Clock
 ) -> LayerTree:
-    with clock.step("install"):
+    with clock.step("install") as s:
         lt = LayerTree(
             root,
             options.prefix,
@@ -316,11 +338,13 @@ def _install(
             materialize=_materialize(options),
         )
         for pin, path in wheels:
+            s.update(item=pin.name)
             lt.install(
                 path,
                 requested=pin.requested,
                 source_url=pin.candidate.url,
                 sha256=pin.candidate.sha256,
+                progress=s,
             )
     return lt
 
@@ -328,38 +352,56 @@ def _install(
 def _edit(options: BuildOptions, lt: LayerTree, clock: _Clock) -> tuple[list[StepResult], int]:
     """Slim (or measure what slimming would save), strip, compile; the steps and the saving."""
     steps: list[StepResult] = []
-    with clock.step("slim"):
+    with clock.step("slim") as s:
         if options.slim:
-            steps.extend(slimming.slim(lt))
+            slimmed = slimming.slim(lt)
+            steps.extend(slimmed)
             would_save = 0
+            _summarize(s, slimmed, "removed")
         else:
-            would_save = sum(s.bytes_saved for s in slimming.slim(lt, dry_run=True))
+            would_save = sum(r.bytes_saved for r in slimming.slim(lt, dry_run=True))
+            s.note = f"not asked; --slim would save {human_bytes(would_save)}"
     if options.strip:
-        with clock.step("strip"):
-            steps.append(stripping.strip(lt, workers=options.workers))
+        with clock.step("strip") as s:
+            stripped = stripping.strip(lt, workers=options.workers, progress=s)
+            steps.append(stripped)
+            s.note = f"saved {human_bytes(stripped.bytes_saved)}"
     if options.compile_bytecode:  # after slim: slim removes __pycache__
-        with clock.step("compile"):
-            steps.append(bytecode.compile_bytecode(lt, options.target, workers=options.workers))
+        with clock.step("compile") as s:
+            compiled = bytecode.compile_bytecode(lt, options.target, workers=options.workers)
+            steps.append(compiled)
+            _summarize(s, [compiled], "added")
     return steps, would_save
 
 
+def _summarize(s: Step, results: Sequence[StepResult], verb: str) -> None:
+    """A finished edit step's counts for its progress line."""
+    s.update(files_done=sum(r.files for r in results))
+    saved = sum(r.bytes_added if verb == "added" else r.bytes_saved for r in results)
+    s.note = f"{verb} {human_bytes(saved)}"
+
+
 def _pack(
-    options: BuildOptions, site: Path, out_root: Path, zstd_wheel: Path | None, clock: _Clock
+    options: BuildOptions, lt: LayerTree, out_root: Path, zstd_wheel: Path | None, clock: _Clock
 ) -> PackInfo:
-    """Lay out the packed layer of the tree at ``site`` in ``out_root``."""
-    with clock.step("pack"):
+    """Lay out the packed layer of the tree ``lt`` in ``out_root``."""
+    with clock.step("pack", files_total=len(lt.files), bytes_total=lt.unzipped_bytes()) as s:
         level = PACKED_DEFAULT_LEVEL if options.zstd_level is None else options.zstd_level
-        return make_packed_tree(
-            site, out_root, options.target, zstandard_wheel=zstd_wheel, level=level
+        info = make_packed_tree(
+            lt.site, out_root, options.target, zstandard_wheel=zstd_wheel, level=level, progress=s
         )
+        s.note = f"zstd -{level}: {human_bytes(info.archive_size)} archive"
+        return info
 
 
 def _zip(
     options: BuildOptions, output: Path, lt: LayerTree, out_root: Path, clock: _Clock
 ) -> ZipResult:
-    with clock.step("zip"):
+    with clock.step("zip") as s:
         if options.packed:  # the archive is zstd already: storing it beats deflating it again
-            return write_layer_zip(out_root, output, compresslevel=0, workers=options.workers)
+            return write_layer_zip(
+                out_root, output, compresslevel=0, workers=options.workers, progress=s
+            )
         return write_layer_zip(
             out_root,
             output,
@@ -367,6 +409,7 @@ def _zip(
             virtual=lt.virtual_files(),
             compresslevel=options.compresslevel,
             workers=options.workers,
+            progress=s,
         )
 
 
@@ -407,7 +450,7 @@ def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built
         if options.packed:  # the packed layer is laid out beside the tree (same filesystem)
             parent = options.tree.parent if options.tree else None
             out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-", dir=parent))
-            pack_info = _pack(options, lt.site, out_root, fetched.zstd_wheel, clock)
+            pack_info = _pack(options, lt, out_root, fetched.zstd_wheel, clock)
         zipped = None
         if options.output is not None:
             zipped = _zip(options, options.output, lt, out_root, clock)
@@ -536,8 +579,8 @@ def run_build(
     :class:`~torchwheel.index.IndexClient` is made from the options' index fields (on
     ``client`` when given) and closed after the downloads.
     """
-    clock = _Clock()
-    fetched = _resolve_and_fetch(options, index, client, progress, clock)
+    clock = _Clock(progress)
+    fetched = _resolve_and_fetch(options, index, client, clock)
     built = _assemble(options, fetched, clock)
     clock.timings["total"] = time.perf_counter() - clock.start
     return _report(options, fetched, built, client, clock.timings)

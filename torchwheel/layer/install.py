@@ -28,6 +28,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from ..errors import ArchiveError, InputError
+from ..progress import Step
 from ..targets import Target
 from ..verdict import parse_wheel
 from ..wheelfile import (
@@ -286,8 +287,12 @@ class LayerTree:
         requested: bool = True,
         source_url: str | None = None,
         sha256: str | None = None,
+        progress: Step | None = None,
     ) -> InstalledWheel:
-        """Install one wheel as ``installer`` would (see the module docstring)."""
+        """Install one wheel as ``installer`` would (see the module docstring).
+
+        ``progress`` counts each member written (files, unzipped bytes); its byte total grows
+        by this wheel's when the wheel is planned."""
         wheel = Path(wheel)
         parsed = parse_wheel(wheel.name)
         with _open_wheel(wheel) as zr:
@@ -306,7 +311,10 @@ class LayerTree:
             if dist.name in self.dists:
                 raise InputError(f"{src.label}: {dist.name} is already installed in this layer")
             jobs, dropped = self._plan(src)
-            self._extract(src, wheel, jobs, dist)
+            if progress is not None:
+                more = sum(j.member.file_size for j in jobs)
+                progress.update(bytes_total=(progress.bytes_total or 0) + more)
+            self._extract(src, wheel, jobs, dist, progress)
             scripts = src.console_scripts()
         dist.notes.extend(_notes(dist.display_name, dropped, scripts))
         self.dists[dist.name] = dist
@@ -342,15 +350,24 @@ class LayerTree:
         return True
 
     def _extract(
-        self, src: WheelSource, wheel: Path, jobs: list[_Job], dist: InstalledWheel
+        self,
+        src: WheelSource,
+        wheel: Path,
+        jobs: list[_Job],
+        dist: InstalledWheel,
+        progress: Step | None = None,
     ) -> None:
         """Write the members in parallel, biggest first; record them in wheel order."""
         self._make_dirs({posixpath.dirname(j.dest) for j in jobs}, src.label)
 
         def one(job: _Job) -> TreeFile:
             if job.member.is_symlink:
-                return self._write_symlink(src, job, dist.name)
-            return self._write_file(src, wheel, job, dist.name)
+                tf = self._write_symlink(src, job, dist.name)
+            else:
+                tf = self._write_file(src, wheel, job, dist.name)
+            if progress is not None:
+                progress.advance(files=1, bytes=job.member.file_size)
+            return tf
 
         ordered = sorted(jobs, key=lambda j: -j.member.compressed_size)
         with cf.ThreadPoolExecutor(self.workers) as pool:
