@@ -23,14 +23,18 @@ from .tags import marker_environment, platform_tags, target_tags
 __all__ = [
     "Quotas",
     "Runtime",
+    "SystemLibraryFact",
     "Target",
     "facts",
     "get_runtime",
+    "ld_library_path",
     "make_target",
     "normalize_arch",
     "parse_python",
     "quotas",
     "runtimes",
+    "system_libraries",
+    "system_library_dirs",
 ]
 
 Version2 = tuple[int, int]
@@ -205,9 +209,51 @@ def _validate(data: dict[str, Any]) -> None:
                 raise DataError(f"lambda.json: runtime {entry['name']!r}: unknown arch {arch!r}")
         if not re.fullmatch(r"2\.\d+", entry["glibc"]):
             raise DataError(f"lambda.json: runtime {entry['name']!r}: bad glibc {entry['glibc']!r}")
-    for section in ("quotas", "layer", "architectures", "system_libraries", "pytorch"):
+    for section in (
+        "quotas",
+        "layer",
+        "architectures",
+        "ld_library_path",
+        "system_libraries",
+        "pytorch",
+    ):
         if section not in data or "source" not in data[section]:
             raise DataError(f"lambda.json: section {section!r} missing or without a source")
+        _validate_cites(data[section]["source"], sources, f"section {section!r}")
+    _validate_library_facts(data, sources)
+
+
+def _validate_cites(cited: str, sources: dict[str, Any], where: str) -> None:
+    for one in cited.split(";"):
+        if one.strip() not in sources:
+            raise DataError(f"lambda.json: {where} cites unknown source {one.strip()!r}")
+
+
+_PRESENT = ("yes", "unconfirmed", "no")
+
+
+def _validate_library_facts(data: dict[str, Any], sources: dict[str, Any]) -> None:
+    """``ld_library_path`` for every runtime; ``system_libraries`` for every runtime's OS."""
+    paths = data["ld_library_path"]["runtimes"]
+    images = data["system_libraries"]["images"]
+    for entry in data["runtimes"]:
+        dirs = paths.get(entry["name"])
+        if not dirs or not all(isinstance(d, str) and d.startswith("/") for d in dirs):
+            raise DataError(f"lambda.json: runtime {entry['name']!r} has no LD_LIBRARY_PATH")
+        if entry["os_short"] not in images:
+            raise DataError(f"lambda.json: no system libraries for {entry['os_short']!r}")
+    for os_name, image in images.items():
+        _validate_cites(image["glibc"]["source"], sources, f"{os_name} glibc")
+        for name, lib in image["libraries"].items():
+            where = f"{os_name} {name}"
+            if lib.get("present") not in _PRESENT:
+                raise DataError(f"lambda.json: {where}: present must be one of {_PRESENT}")
+            _validate_cites(lib.get("source", ""), sources, where)
+            if lib["present"] != "yes" and not lib.get("note"):
+                raise DataError(f"lambda.json: {where} is {lib['present']} but has no note")
+            for family, ceiling in lib.get("versions", {}).items():
+                if ceiling is not None and not re.fullmatch(r"\d+(\.\d+)*", ceiling):
+                    raise DataError(f"lambda.json: {where}: bad {family} ceiling {ceiling!r}")
 
 
 @cache
@@ -335,3 +381,59 @@ def all_targets(
         for arch in rt.architectures:
             out.append(Target(runtime=rt, arch=arch, python=py))
     return out
+
+
+@dataclass(frozen=True)
+class SystemLibraryFact:
+    """One library of a Lambda image (``system_libraries`` in the facts file).
+
+    ``present`` is ``"yes"`` (documented), ``"unconfirmed"`` (seen on the image, not
+    documented: assumed present) or ``"no"`` (not on the image). ``versions`` maps a
+    symbol-version family (``"ZLIB"``) to the newest version the image's copy defines, None
+    when it defines none of that family. ``conservative``: the ceiling is the safe lower
+    value, not a confirmed one.
+    """
+
+    name: str
+    present: str
+    package: str = ""
+    versions: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    conservative: bool = False
+    source: str = ""
+    note: str = ""
+
+
+@cache
+def _image_libraries(os_short: str) -> dict[str, SystemLibraryFact]:
+    image = facts()["system_libraries"]["images"][os_short]
+    glibc = image["glibc"]
+    out = {
+        n: SystemLibraryFact(n, "yes", package=glibc["package"], source=glibc["source"])
+        for n in glibc["names"]
+    }
+    for name, lib in image["libraries"].items():
+        out[name] = SystemLibraryFact(
+            name=name,
+            present=lib["present"],
+            package=lib.get("package", ""),
+            versions={k: None if v is None else _v(v) for k, v in lib.get("versions", {}).items()},
+            conservative=bool(lib.get("conservative", False)),
+            source=lib["source"],
+            note=lib.get("note", ""),
+        )
+    return out
+
+
+def system_libraries(runtime: Runtime) -> dict[str, SystemLibraryFact]:
+    """The libraries the runtime's image provides (or is known not to), by file name."""
+    return dict(_image_libraries(runtime.os_short))
+
+
+def system_library_dirs() -> tuple[str, ...]:
+    """The image directories holding its system libraries (``/lib64``, ``/usr/lib64``)."""
+    return tuple(facts()["system_libraries"]["dirs"])
+
+
+def ld_library_path(runtime: Runtime) -> tuple[str, ...]:
+    """The runtime's ``LD_LIBRARY_PATH``, in order (facts file, ``ld_library_path``)."""
+    return tuple(facts()["ld_library_path"]["runtimes"][runtime.name])

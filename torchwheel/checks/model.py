@@ -54,6 +54,7 @@ CODES: dict[str, str] = {
     "tag-incompatible": ERROR,
     "glibc-too-new": ERROR,
     "glibcxx-too-new": ERROR,
+    "version-not-found": ERROR,
     "missing-shared-library": ERROR,
     "unconfirmed-system-library": WARNING,
     "missing-dependency": ERROR,
