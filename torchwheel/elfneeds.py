@@ -399,6 +399,8 @@ def needs_reasons(needs: ElfNeeds, target: Target) -> list[str]:
 
 def needs_summary(needs: ElfNeeds) -> str:
     """``"12 shared objects need at most GLIBC_2.28, GLIBCXX_3.4.22, CXXABI_1.3.11"``."""
+    if not needs.files and not needs.missed:
+        return "the wheel holds no shared objects"
     tops = [needs.max_version(p) for p in ("GLIBC_", "GLIBCXX_", "CXXABI_")]
     names = ", ".join(t[1] for t in tops if t is not None) or "no versioned symbols"
     line = f"{len(needs.files)} shared objects need at most {names}"

@@ -16,6 +16,12 @@ pip's rules followed here:
   ``===`` and nothing else fits;
 - among compatible wheels the highest version wins (``2.5.1+cpu`` > ``2.5.1``), then the
   tag with the best priority for the target, then the build tag.
+
+:func:`resolve_target` then screens the compatible wheels best-first
+(:class:`torchwheel.screen.Screener`): a GPU build of torch is never the default answer for
+Lambda (``variant="cpu"``; ``cuda``/``rocm``/``xpu``/``any`` opt in), and a ``linux_*`` wheel's
+glibc / libstdc++ needs are read by HTTP ranges before it is chosen (``verify_elf=True`` does
+it for every wheel). When only GPU builds fit, the summary says where CPU builds are.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from functools import lru_cache
 from typing import Any
 
 import httpx
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from .errors import InputError, InvalidWheelFilename, NoCompatibleWheel
+from .errors import InputError, InvalidWheelFilename, NetworkError, NoCompatibleWheel
 from .http import cache_root
 from .index import Candidate, IndexClient, normalize_name
+from .screen import RequirementSizer, Screened, Screener, check_want
 from .targets import Target, facts, make_target
+from .variants import WheelProbe, is_variant_project
 from .verdict import Verdict, evaluate
 from .wheelfile import parse_wheel
 
@@ -283,6 +292,10 @@ class Resolution:
     summary: str = ""
     notes: list[str] = field(default_factory=list)
     why: str | None = None  # why newer versions (or, with no wheel, any) do not fit
+    variant: str = "cpu"  # the build variant asked for (--variant)
+    screened: dict[str, Screened] = field(default_factory=dict)  # URL -> screening outcome
+    probe_requests: int = 0  # requests spent reading wheels before download
+    probe_bytes: int = 0
 
     def __repr__(self) -> str:
         chosen = self.wheel.filename if self.wheel is not None else "no wheel"
@@ -330,6 +343,89 @@ def _notes(target: Target, verdict: Verdict | None, chosen: Candidate | None) ->
     return notes
 
 
+def requirement_sizer(
+    index: IndexClient, target: Target, probe: WheelProbe | None = None
+) -> RequirementSizer:
+    """Weighs a wheel's requirements (``"nvidia-cudnn-cu13==9.26.0.51"``) for ``target``: the
+    download size of the wheel :func:`select` picks for each, plus, one level down, what their
+    extras require (``cuda-toolkit[cublas,...]``, read through ``probe``). Requirements the
+    index does not know or whose size it does not say count nothing; None when nothing was
+    weighed. The answer is kept with the wheel's facts (per target), so it is asked once.
+    """
+
+    def weigh(reqs: list[Requirement], depth: int) -> int:
+        total = 0
+        for req in reqs:
+            try:
+                pool = index.candidates(req.name)
+            except NetworkError:
+                continue
+            chosen, _ = select(pool, target, specifier=req.specifier or None)
+            if chosen is None:
+                continue
+            total += chosen.size or 0
+            if req.extras and depth == 0 and probe is not None:
+                total += weigh(_extra_requirements(probe, chosen, target, req.extras), 1)
+        return total
+
+    def size(wheel: Candidate, texts: Sequence[str]) -> int | None:
+        known = probe.facts(wheel).requirement_bytes if probe is not None else {}
+        if target.label in known:
+            return known[target.label] or None
+        reqs = []
+        for text in texts:
+            try:
+                reqs.append(Requirement(text))
+            except InvalidRequirement:
+                continue
+        total = weigh(reqs, 0)
+        if probe is not None:
+            now = probe.facts(wheel)
+            weighed = {**now.requirement_bytes, target.label: total}
+            probe.remember(wheel, dataclasses.replace(now, requirement_bytes=weighed))
+        return total or None
+
+    return size
+
+
+def _extra_requirements(
+    probe: WheelProbe, cand: Candidate, target: Target, extras: set[str]
+) -> list[Requirement]:
+    """What ``cand``'s extras add to its requirements, for ``target``'s markers."""
+    try:
+        requires = probe.requires_dist(cand)
+    except NetworkError:
+        return []
+    env = target.marker_environment()
+    out: list[Requirement] = []
+    for text in requires or ():
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+            continue  # not an extra's requirement
+        if any(req.marker.evaluate({**env, "extra": e}) for e in extras):
+            out.append(req)
+    return out
+
+
+def cpu_index_advice(package: str, screener: Screener, sources: Sequence[str]) -> str | None:
+    """Where CPU builds are, when the only builds that fit are GPU ones."""
+    rejected = screener.gpu_rejections(normalize_name(package))
+    if screener.want != "cpu" or not rejected:
+        return None
+    newest, outcome = rejected[0]
+    variant = outcome.variant.name if outcome.variant is not None else "GPU"
+    line = (
+        f"{len(rejected)} compatible {package} wheel(s) are GPU builds (newest {newest.version}, "
+        f"{variant}) and Lambda has no GPU"
+    )
+    if DEFAULT_INDEX_URL.rstrip("/") in (s.rstrip("/") for s in sources):
+        return line
+    return f"{line}; CPU builds are on the PyTorch CPU index: --index-url {DEFAULT_INDEX_URL}"
+
+
 def resolve_target(
     target: Target,
     index: IndexClient,
@@ -337,28 +433,56 @@ def resolve_target(
     package: str = "torch",
     version: str | SpecifierSet | None = None,
     prereleases: bool | None = None,
+    variant: str = "cpu",
+    verify_elf: bool = False,
+    probe: WheelProbe | None = None,
 ) -> Resolution:
     """Resolve ``package`` for ``target`` through an existing :class:`IndexClient`.
 
-    Never raises for "nothing fits": the returned Resolution has ``wheel=None`` and a summary.
+    ``variant`` is the build to accept for torch-family projects (``cpu``, ``cuda``,
+    ``rocm``, ``xpu``, ``any``); ``verify_elf`` reads every candidate's ELF needs before
+    choosing it, not only ``linux_*`` ones'; ``probe`` reads wheels (one on the index's
+    client and cache otherwise). Never raises for "nothing fits": the returned Resolution
+    has ``wheel=None`` and a summary.
     """
     spec = parse_specifier(version)
+    check_want(variant)
     cands = index.candidates(package)
     chosen, judged = select(cands, target, specifier=spec, prereleases=prereleases)
+    probe = probe if probe is not None else WheelProbe.for_index(index)
+    before = (probe.requests, probe.bytes_received)
+    screener = Screener(
+        target,
+        probe,
+        want=variant,
+        verify_elf=verify_elf,
+        sizer=requirement_sizer(index, target, probe),
+    )
+    chosen, judged = screener.pick(judged)
     verdict = judged[0][1] if chosen is not None else None
+    name = normalize_name(package)
+    summary = summarize(name, target, chosen, judged, spec)
+    advice = cpu_index_advice(name, screener, index.sources) if chosen is None else None
+    notes = _notes(target, verdict, chosen)
+    if advice is not None:
+        summary = f"{summary}; {advice}"
+    elif chosen is None and variant == "cpu" and is_variant_project(name):
+        notes.append(f"CPU builds of {name} are on the PyTorch CPU index: {DEFAULT_INDEX_URL}")
     return Resolution(
-        package=normalize_name(package),
+        package=name,
         target=target,
         wheel=chosen,
         verdict=verdict,
         candidates=judged,
         specifier=spec,
         sources=index.sources,
-        summary=summarize(normalize_name(package), target, chosen, judged, spec),
-        why=_why_not_newer(
-            normalize_name(package), judged, target, chosen.version if chosen else None
-        ),
-        notes=_notes(target, verdict, chosen),
+        summary=summary,
+        why=_why_not_newer(name, judged, target, chosen.version if chosen else None),
+        notes=notes,
+        variant=variant,
+        screened=dict(screener.results),
+        probe_requests=probe.requests - before[0],
+        probe_bytes=probe.bytes_received - before[1],
     )
 
 
@@ -376,14 +500,18 @@ def resolve(
     client: httpx.Client | None = None,
     index: IndexClient | None = None,
     prereleases: bool | None = None,
+    variant: str = "cpu",
+    verify_elf: bool = False,
 ) -> Resolution:
     """Which ``package`` wheel installs on Lambda ``runtime``/``arch`` with CPython ``python``.
 
     ``runtime`` defaults to the ``python3.X`` runtime of ``python``; ``version`` is a PEP 440
     specifier (``"<2.6"``, ``"==2.5.1"``). Pass ``index`` to reuse an :class:`IndexClient`
     (its pages are fetched once), or the index options to build one (``client`` is an
-    injectable ``httpx.Client``). Raises :class:`NoCompatibleWheel` (with every candidate and
-    a one-line summary) when nothing fits, :class:`NetworkError` when an index fails.
+    injectable ``httpx.Client``). ``variant`` and ``verify_elf``: see :func:`resolve_target`
+    (a GPU build of torch is chosen only when ``variant`` asks for it). Raises
+    :class:`NoCompatibleWheel` (with every candidate and a one-line summary) when nothing
+    fits, :class:`NetworkError` when an index fails.
     """
     target = make_target(arch, python, runtime=runtime)
     own = index is None
@@ -397,7 +525,15 @@ def resolve(
         default_index_url=DEFAULT_INDEX_URL,
     )
     try:
-        res = resolve_target(target, idx, package=package, version=version, prereleases=prereleases)
+        res = resolve_target(
+            target,
+            idx,
+            package=package,
+            version=version,
+            prereleases=prereleases,
+            variant=variant,
+            verify_elf=verify_elf,
+        )
     finally:
         if own:
             idx.close()

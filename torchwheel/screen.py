@@ -32,11 +32,11 @@ from .targets import Target
 from .variants import WANTS, Variant, WheelProbe, from_label, is_variant_project
 from .verdict import Verdict
 
-__all__ = ["Judged", "Screened", "Screener", "check_want"]
+__all__ = ["Judged", "RequirementSizer", "Screened", "Screener", "check_want", "gpu_reason"]
 
 Judged = tuple[Candidate, Verdict]
-#: ``sizer(requirements) -> bytes or None``: download size of a GPU build's requirements.
-RequirementSizer = Callable[[Sequence[str]], "int | None"]
+#: ``sizer(wheel, requirements) -> bytes or None``: download size of a GPU build's requirements.
+RequirementSizer = Callable[[Candidate, Sequence[str]], "int | None"]
 
 #: Wheels screened at once by :meth:`Screener.pick` (each costs a few requests).
 BATCH = 8
@@ -251,7 +251,7 @@ class Screener:
             if c.project in self._sized or not s.variant.requirements:
                 return
             self._sized.add(c.project)
-            size = self.sizer(s.variant.requirements)
+            size = self.sizer(c, s.variant.requirements)
             if not size:
                 return
             old = self._variant_reason(s.variant)

@@ -29,6 +29,7 @@ import json
 import posixpath
 import re
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -434,9 +435,15 @@ class WheelProbe:
 
     @classmethod
     def for_index(cls, index: IndexClient) -> WheelProbe:
-        """A probe on the index's client, cache directory and offline setting."""
-        cache_dir = index.cache.directory.parent if index.cache is not None else None
-        return cls(index.client, index=index, cache_dir=cache_dir, offline=index.offline)
+        """The probe of ``index`` (made once per IndexClient, on its client, cache directory
+        and offline setting), so that resolving several targets reads each wheel once."""
+        with _SHARED_LOCK:
+            probe = _SHARED.get(index)
+            if probe is None:
+                cache_dir = index.cache.directory.parent if index.cache is not None else None
+                probe = cls(index.client, index=index, cache_dir=cache_dir, offline=index.offline)
+                _SHARED[index] = probe
+            return probe
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -515,6 +522,16 @@ class WheelProbe:
         self.remember(cand, wheel)
         return classify(cand.version, wheel, env)
 
+    def requires_dist(self, cand: Candidate) -> tuple[str, ...] | None:
+        """``cand``'s Requires-Dist: PEP 658 metadata, else its METADATA by range reads."""
+        wheel = self.facts(cand)
+        if wheel.requires_dist is None:
+            wheel = self._pep658(cand, wheel)
+        if wheel.requires_dist is None and wheel.files is None:
+            wheel = self._read_directory(cand, wheel)
+        self.remember(cand, wheel)
+        return wheel.requires_dist
+
     def sizes(self, cand: Candidate) -> WheelFacts:
         """Facts with the central directory read (sizes, largest members, GPU libraries)."""
         wheel = self.facts(cand)
@@ -549,6 +566,10 @@ class WheelProbe:
             rw.close()
         self.remember(cand, dataclasses.replace(wheel, elf=needs))
         return needs
+
+
+_SHARED: weakref.WeakKeyDictionary[IndexClient, WheelProbe] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def _is_local(url: str) -> bool:
