@@ -20,36 +20,61 @@ those ranges:
   inflating just those first MB again — cheaper in memory than keeping them, and in time
   than a full second pass.
 
-Version needs (``.gnu.version_r``) carry ``vna_hash``, the standard ELF hash of the version
-name. :func:`elf_hash` and :data:`KNOWN_VERSION_NAMES` name versions from the hash alone;
-the parser checks each name it reads from the string table against its hash, and
-:func:`scan_version_needs` finds the table in the first MB of a file without the dynamic
-section at all (glibc / GLIBCXX needs of a 414 MB ``libtorch_cpu.so`` from its first
-16 MB in 0.1 s instead of 1 s; ``check`` does not use it because ``NEEDED`` lives in the
-dynamic section anyway).
+Names and numbers (machines, dynamic tags, version names and their hash, the hash-only
+:func:`scan_version_needs`) live in :mod:`torchwheel.elfnames` and are re-exported here.
+
+Budgets (docs/security.md): the walk of the version tables visits every record and entry at
+most once and no more of them than the bytes from the table to the end of the file can hold
+(a shared 65,535-entry chain was 6.5e9 entries); the dynamic section, string table and each
+string read have named size limits (:data:`MAX_DYNAMIC`, :data:`MAX_STRTAB`,
+:data:`MAX_STRING`).
 
 Malformed files raise :class:`~torchwheel.errors.ELFError` naming the file.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from .elfnames import (
+    DT_NEEDED,
+    DT_NULL,
+    DT_RPATH,
+    DT_RUNPATH,
+    DT_SONAME,
+    DT_STRSZ,
+    DT_STRTAB,
+    DT_VERDEF,
+    DT_VERDEFNUM,
+    DT_VERNEED,
+    DT_VERNEEDNUM,
+    KNOWN_VERSION_NAMES,
+    MACHINES,
+    PT_DYNAMIC,
+    PT_LOAD,
+    TYPES,
+    HashedNeed,
+    elf_hash,
+    machine_name,
+    scan_version_needs,
+    version_tuple,
+)
 from .errors import ELFError
 
 __all__ = [
     "KEEP_PREFIX",
     "KNOWN_VERSION_NAMES",
+    "MACHINES",
     "ELFInfo",
     "ELFScanner",
     "HashedNeed",
     "VersionNeed",
     "elf_hash",
     "is_elf",
+    "machine_name",
     "parse_elf",
     "scan_version_needs",
     "version_tuple",
@@ -62,100 +87,19 @@ KEEP_PREFIX = 2 * 1024 * 1024
 #: Bytes before the dynamic section that :class:`ELFScanner` keeps (patchelf's new segment).
 KEEP_BEFORE_DYNAMIC = 4 * 1024 * 1024
 
-MACHINES: dict[int, str] = {
-    2: "sparc",
-    3: "i386",
-    8: "mips",
-    20: "ppc",
-    21: "ppc64",
-    22: "s390x",
-    40: "arm",
-    43: "sparcv9",
-    50: "ia64",
-    62: "x86_64",
-    183: "aarch64",
-    243: "riscv",
-    258: "loongarch",
-}
-TYPES: dict[int, str] = {0: "NONE", 1: "REL", 2: "EXEC", 3: "DYN", 4: "CORE"}
-
-PT_LOAD = 1
-PT_DYNAMIC = 2
-DT_NULL = 0
-DT_NEEDED = 1
-DT_STRTAB = 5
-DT_STRSZ = 10
-DT_SONAME = 14
-DT_RPATH = 15
-DT_RUNPATH = 29
-DT_VERDEF = 0x6FFFFFFC
-DT_VERDEFNUM = 0x6FFFFFFD
-DT_VERNEED = 0x6FFFFFFE
-DT_VERNEEDNUM = 0x6FFFFFFF
-
-_MAX_ENTRIES = 100_000  # bound on version-table loops (corrupt next pointers)
-
-
-def elf_hash(name: str | bytes) -> int:
-    """The System V ELF hash (``vna_hash`` / ``vd_hash`` of a version name)."""
-    data = name.encode() if isinstance(name, str) else name
-    h = 0
-    for c in data:
-        h = ((h << 4) + c) & 0xFFFFFFFF
-        g = h & 0xF0000000
-        if g:
-            h ^= g >> 24
-        h &= ~g & 0xFFFFFFFF
-    return h
-
-
-def _known_names() -> dict[int, str]:
-    names = [
-        "GLIBC_2.0",
-        "GLIBC_2.1",
-        "GLIBC_2.2.5",
-        "GLIBC_2.2.6",
-        "GLIBC_2.3.2",
-        "GLIBC_2.3.3",
-        "GLIBC_2.3.4",
-        "GLIBC_2.1.3",
-        "GLIBC_PRIVATE",
-        "GLIBCXX_3.4",
-        "CXXABI_1.3",
-        "GCC_3.0",
-        "GCC_3.3",
-        "GCC_3.3.1",
-        "GCC_3.4",
-        "GCC_3.4.2",
-        "GCC_4.0.0",
-        "GCC_4.2.0",
-        "GCC_4.3.0",
-        "GCC_4.8.0",
-        "GCC_7.0.0",
-        "ZLIB_1.2.0",
-        "ZLIB_1.2.2",
-        "ZLIB_1.2.3.3",
-        "ZLIB_1.2.9",
-        "CXXABI_TM_1",
-        "GOMP_1.0",
-        "GOMP_4.0",
-        "GOMP_4.5",
-        "OMP_1.0",
-        "OMP_3.0",
-        "OMP_4.0",
-        "OMP_4.5",
-        "OMP_5.0",
-        "OMP_5.1",
-    ]
-    names += [f"GLIBC_2.{i}" for i in range(1, 60)]
-    names += [f"GLIBCXX_3.4.{i}" for i in range(1, 50)]
-    names += [f"CXXABI_1.3.{i}" for i in range(1, 30)]
-    names += [f"ZLIB_1.2.{i}" for i in range(0, 14)] + [f"ZLIB_1.3.{i}" for i in range(0, 3)]
-    return {elf_hash(n): n for n in names}
-
-
-#: ``elf_hash(name) → name`` for glibc, libstdc++, libgcc, zlib and OpenMP version names.
-KNOWN_VERSION_NAMES: dict[int, str] = _known_names()
+# Budgets (docs/security.md): limits that do not follow from the file's own size.
+#: Largest program-header entry accepted (real ones are 56 or 32 bytes).
+MAX_PHENTSIZE = 256
+#: Largest dynamic section read (libtorch_cpu.so's is 672 bytes).
+MAX_DYNAMIC = 1024 * 1024
+#: Largest dynamic string table read (libtorch_cpu.so's .dynstr is 5 MB).
+MAX_STRTAB = 64 * 1024 * 1024
+#: Longest string read from it (NEEDED, RPATH, a version name).
+MAX_STRING = 8192
+#: Longest version name accepted (``GLIBCXX_3.4.30`` is 14; a longer one is malformed).
+MAX_VERSION_NAME = 256
+#: Version-table records walked when the dynamic section does not say how many.
+MAX_VERSION_ENTRIES = 100_000
 
 
 @dataclass(frozen=True)
@@ -203,90 +147,9 @@ class ELFInfo:
         return [n for n in self.version_needs if n.name.startswith(prefix)]
 
 
-_VERSION_RE = re.compile(r"^([A-Z][A-Z0-9_]*?_)(\d+(?:\.\d+)*)$")
-
-
-def version_tuple(name: str, prefix: str) -> tuple[int, ...] | None:
-    """``version_tuple("GLIBC_2.28", "GLIBC_")`` → ``(2, 28)``; None for other prefixes."""
-    if not name.startswith(prefix):
-        return None
-    rest = name[len(prefix) :]
-    if not rest or not all(p.isdigit() for p in rest.split(".")):
-        return None
-    return tuple(int(p) for p in rest.split("."))
-
-
 def is_elf(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file) starts with the ELF magic."""
     return head[:4] == ELF_MAGIC
-
-
-_VERNEED_LE = re.compile(rb"\x01\x00[\x01-\x40]\x00(?s:....)\x10\x00\x00\x00", re.DOTALL)
-_VERNEED_BE = re.compile(rb"\x00\x01\x00[\x01-\x40](?s:....)\x00\x00\x00\x10", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class HashedNeed:
-    """A version need identified from its ``vna_hash`` alone (``name`` None when unknown)."""
-
-    hash: int
-    name: str | None
-    file_offset: int  # where the Vernaux entry sits in the data scanned
-
-
-def scan_version_needs(data: bytes, *, little_endian: bool = True) -> list[HashedNeed]:
-    """Find the version-needs table (``.gnu.version_r``) in the first bytes of an ELF file.
-
-    Needs no dynamic section and no string table: candidate ``Elf_Verneed`` records
-    (``vn_version`` 1, ``vn_aux`` 16) are located by pattern, and a chain is accepted only
-    when every record and every ``Vernaux`` entry is well formed, the chain ends with
-    ``vn_next == 0`` inside ``data`` and at least one ``vna_hash`` is the ELF hash of a known
-    version name (:data:`KNOWN_VERSION_NAMES`). Returns [] when no such table is found
-    (then read the dynamic section). Linkers put ``.gnu.version_r`` near the start of the
-    file, and ``patchelf`` leaves it there, so the first few MB usually suffice.
-    """
-    e = "<" if little_endian else ">"
-    pattern = _VERNEED_LE if little_endian else _VERNEED_BE
-    for m in pattern.finditer(data):
-        start = m.start()
-        if start % 4:
-            continue
-        needs = _walk_verneed(data, start, e)
-        if needs and any(n.name is not None for n in needs):
-            return needs
-    return []
-
-
-def _walk_verneed(data: bytes, pos: int, e: str) -> list[HashedNeed]:
-    out: list[HashedNeed] = []
-    seen_other: set[int] = set()
-    for _ in range(256):
-        if pos + 16 > len(data):
-            return []
-        vn_version, vn_cnt, _file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", data, pos)
-        if vn_version != 1 or not 1 <= vn_cnt <= 64 or vn_aux != 16:
-            return []
-        apos = pos + vn_aux
-        for j in range(vn_cnt):
-            if apos + 16 > len(data):
-                return []
-            vna_hash, vna_flags, vna_other, _name, vna_next = struct.unpack_from(
-                e + "IHHII", data, apos
-            )
-            last = j == vn_cnt - 1
-            if vna_flags & ~0x3 or vna_other < 2 or vna_other in seen_other:
-                return []
-            if (last and vna_next != 0) or (not last and vna_next != 16):
-                return []
-            seen_other.add(vna_other)
-            out.append(HashedNeed(vna_hash, KNOWN_VERSION_NAMES.get(vna_hash), apos))
-            apos += 16
-        if vn_next == 0:
-            return out
-        if vn_next != 16 + 16 * vn_cnt:
-            return []
-        pos += vn_next
-    return []
 
 
 class _NeedRange(Exception):
@@ -301,77 +164,128 @@ class _NeedRange(Exception):
 Getter = Callable[[int, int], bytes]
 
 
-def _parse(get: Getter, size: int, name: str) -> ELFInfo:  # noqa: C901 - split with the budgets (issue 13)
-    """Parse an ELF file of ``size`` bytes whose bytes come from ``get(offset, length)``."""
+@dataclass
+class _Source:
+    """Bounded reads of one ELF file: every range is checked against the file's size."""
 
-    def need(offset: int, length: int, what: str) -> bytes:
-        if offset < 0 or length < 0 or offset + length > size:
-            raise ELFError(
-                f"{name}: malformed ELF: {what} at {offset}+{length} is outside the file "
-                f"({size} bytes)"
-            )
-        data = get(offset, length)
+    get: Getter
+    size: int
+    name: str
+
+    def error(self, message: str) -> ELFError:
+        return ELFError(f"{self.name}: malformed ELF: {message}")
+
+    def need(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise self.error(f"{what} at {offset}+{length} is outside the file ({self.size} bytes)")
+        data = self.get(offset, length)
         if len(data) < length:
-            raise ELFError(f"{name}: malformed ELF: {what} truncated")
+            raise self.error(f"{what} truncated")
         return data
 
-    if size < 16:
-        raise ELFError(f"{name}: malformed ELF: {size} bytes is too short for a header")
-    ident = need(0, 16, "identification")
+
+@dataclass(frozen=True)
+class _Layout:
+    """The structs of one ELF class and byte order."""
+
+    bits: int
+    e: str  # struct byte-order character
+
+    @property
+    def header(self) -> struct.Struct:
+        return struct.Struct(self.e + ("HHIQQQIHHHHHH" if self.bits == 64 else "HHIIIIIHHHHHH"))
+
+    @property
+    def phdr(self) -> struct.Struct:
+        return struct.Struct(self.e + ("IIQQQQQQ" if self.bits == 64 else "IIIIIIII"))
+
+    @property
+    def dyn(self) -> struct.Struct:
+        return struct.Struct(self.e + ("qQ" if self.bits == 64 else "iI"))
+
+
+@dataclass
+class _Dynamic:
+    """The dynamic section: its entries in order, the first value of each tag, the loads."""
+
+    entries: list[tuple[int, int]]
+    tags: dict[int, int]
+    loads: list[tuple[int, int, int]]  # (vaddr, filesz, offset)
+
+    def offset(self, src: _Source, tag: int, what: str) -> int:
+        vaddr = self.tags[tag]
+        for v, sz, off in self.loads:
+            if v <= vaddr < v + sz:
+                return vaddr - v + off
+        raise src.error(f"{what} address {vaddr:#x} is in no loaded segment")
+
+
+@dataclass
+class _Strings:
+    """The dynamic string table; each string is at most :data:`MAX_STRING` bytes."""
+
+    src: _Source
+    table: bytes
+    cache: dict[int, str] = field(default_factory=dict)
+
+    def __call__(self, idx: int, what: str) -> str:
+        text = self.cache.get(idx)
+        if text is not None:
+            return text
+        if not 0 <= idx < len(self.table):
+            raise self.src.error(f"{what} string index {idx} out of range")
+        end = self.table.find(b"\x00", idx, idx + MAX_STRING + 1)
+        if end < 0:
+            if len(self.table) - idx > MAX_STRING:
+                raise self.src.error(f"{what} string at {idx} is longer than {MAX_STRING} bytes")
+            end = len(self.table)
+        text = self.table[idx:end].decode("utf-8", "replace")
+        self.cache[idx] = text
+        return text
+
+
+def _header(src: _Source) -> tuple[_Layout, dict[str, Any], tuple[int, int, int]]:
+    """Identification and ELF header → the layout, the base facts, (phoff, phentsize, phnum)."""
+    if src.size < 16:
+        raise src.error(f"{src.size} bytes is too short for a header")
+    ident = src.need(0, 16, "identification")
     if ident[:4] != ELF_MAGIC:
-        raise ELFError(f"{name}: not an ELF file")
+        raise ELFError(f"{src.name}: not an ELF file")
     ei_class, ei_data, osabi = ident[4], ident[5], ident[7]
     if ei_class not in (1, 2):
-        raise ELFError(f"{name}: malformed ELF: unknown class {ei_class}")
+        raise src.error(f"unknown class {ei_class}")
     if ei_data not in (1, 2):
-        raise ELFError(f"{name}: malformed ELF: unknown data encoding {ei_data}")
-    bits = 64 if ei_class == 2 else 32
-    e = "<" if ei_data == 1 else ">"
-    if bits == 64:
-        hdr = struct.Struct(e + "HHIQQQIHHHHHH")
-        phdr = struct.Struct(e + "IIQQQQQQ")
-        dyn = struct.Struct(e + "qQ")
-    else:
-        hdr = struct.Struct(e + "HHIIIIIHHHHHH")
-        phdr = struct.Struct(e + "IIIIIIII")
-        dyn = struct.Struct(e + "iI")
-    raw = need(16, hdr.size, "ELF header")
-    (
-        e_type,
-        e_machine,
-        _ver,
-        _entry,
-        e_phoff,
-        _shoff,
-        _flags,
-        _ehsize,
-        e_phentsize,
-        e_phnum,
-        _shentsize,
-        _shnum,
-        _shstrndx,
-    ) = hdr.unpack(raw)
-    info = {
-        "name": name,
-        "bits": bits,
+        raise src.error(f"unknown data encoding {ei_data}")
+    layout = _Layout(64 if ei_class == 2 else 32, "<" if ei_data == 1 else ">")
+    fields = layout.header.unpack(src.need(16, layout.header.size, "ELF header"))
+    e_type, e_machine, phoff, phentsize, phnum = (fields[i] for i in (0, 1, 4, 8, 9))
+    info: dict[str, Any] = {
+        "name": src.name,
+        "bits": layout.bits,
         "little_endian": ei_data == 1,
-        "machine": MACHINES.get(e_machine, f"unknown({e_machine})"),
+        "machine": machine_name(e_machine, layout.bits, ei_data == 1),
         "machine_code": e_machine,
         "type": TYPES.get(e_type, f"unknown({e_type})"),
         "osabi": osabi,
     }
-    if e_phnum == 0:
-        return ELFInfo(**info)
-    if e_phentsize < phdr.size:
-        raise ELFError(f"{name}: malformed ELF: program header size {e_phentsize}")
-    if e_phnum == 0xFFFF:
-        raise ELFError(f"{name}: unsupported ELF: more than 65534 program headers")
-    table = need(e_phoff, e_phentsize * e_phnum, "program headers")
-    loads: list[tuple[int, int, int]] = []  # (vaddr, filesz, offset)
+    return layout, info, (phoff, phentsize, phnum)
+
+
+def _program_headers(
+    src: _Source, layout: _Layout, phoff: int, phentsize: int, phnum: int
+) -> tuple[list[tuple[int, int, int]], tuple[int, int] | None]:
+    """The PT_LOAD segments (vaddr, filesz, offset) and the PT_DYNAMIC (offset, size)."""
+    phdr = layout.phdr
+    if not phdr.size <= phentsize <= MAX_PHENTSIZE:
+        raise src.error(f"program header size {phentsize}")
+    if phnum == 0xFFFF:
+        raise ELFError(f"{src.name}: unsupported ELF: more than 65534 program headers")
+    table = src.need(phoff, phentsize * phnum, "program headers")
+    loads: list[tuple[int, int, int]] = []
     dynamic: tuple[int, int] | None = None
-    for i in range(e_phnum):
-        fields = phdr.unpack_from(table, i * e_phentsize)
-        if bits == 64:
+    for i in range(phnum):
+        fields = phdr.unpack_from(table, i * phentsize)
+        if layout.bits == 64:
             p_type, _pf, p_offset, p_vaddr, _pa, p_filesz, _pm, _al = fields
         else:
             p_type, p_offset, p_vaddr, _pa, p_filesz, _pm, _pf, _al = fields
@@ -379,116 +293,179 @@ def _parse(get: Getter, size: int, name: str) -> ELFInfo:  # noqa: C901 - split 
             loads.append((p_vaddr, p_filesz, p_offset))
         elif p_type == PT_DYNAMIC:
             dynamic = (p_offset, p_filesz)
-    if dynamic is None:
-        return ELFInfo(**info)
-    dyn_off, dyn_size = dynamic
+    return loads, dynamic
+
+
+def _dynamic(
+    src: _Source, layout: _Layout, where: tuple[int, int], loads: list[tuple[int, int, int]]
+) -> _Dynamic:
+    """The dynamic section's entries up to DT_NULL (at most :data:`MAX_DYNAMIC` bytes)."""
+    dyn = layout.dyn
+    dyn_off, dyn_size = where
     dyn_size -= dyn_size % dyn.size
-    dyn_raw = need(dyn_off, dyn_size, "dynamic section")
+    if dyn_size > MAX_DYNAMIC:
+        raise src.error(
+            f"dynamic section of {dyn_size:,} bytes (the reader's limit is {MAX_DYNAMIC:,})"
+        )
+    raw = src.need(dyn_off, dyn_size, "dynamic section")
     entries: list[tuple[int, int]] = []
-    for i in range(0, dyn_size, dyn.size):
-        tag, val = dyn.unpack_from(dyn_raw, i)
+    for tag, val in dyn.iter_unpack(raw):
         if tag == DT_NULL:
             break
         entries.append((tag, val))
     tags: dict[int, int] = {}
     for tag, val in entries:
         tags.setdefault(tag, val)
+    return _Dynamic(entries, tags, loads)
 
-    def to_offset(vaddr: int, what: str) -> int:
-        for v, sz, off in loads:
-            if v <= vaddr < v + sz:
-                return vaddr - v + off
-        raise ELFError(f"{name}: malformed ELF: {what} address {vaddr:#x} is in no loaded segment")
 
-    info["has_dynamic"] = True
-    if DT_STRTAB not in tags:
-        if any(t in tags for t in (DT_NEEDED, DT_SONAME, DT_VERNEED, DT_RPATH, DT_RUNPATH)):
-            raise ELFError(f"{name}: malformed ELF: dynamic section without a string table")
-        return ELFInfo(**info)
-    str_off = to_offset(tags[DT_STRTAB], "string table")
-    str_size = tags.get(DT_STRSZ, 0)
-    if str_size <= 0 or str_off + str_size > size:
-        raise ELFError(f"{name}: malformed ELF: string table size {str_size} at {str_off}")
-    strtab = need(str_off, str_size, "string table")
+def _string_table(src: _Source, dyn: _Dynamic) -> _Strings | None:
+    """The dynamic string table (None when there is none and nothing needs one)."""
+    if DT_STRTAB not in dyn.tags:
+        if any(t in dyn.tags for t in (DT_NEEDED, DT_SONAME, DT_VERNEED, DT_RPATH, DT_RUNPATH)):
+            raise src.error("dynamic section without a string table")
+        return None
+    str_off = dyn.offset(src, DT_STRTAB, "string table")
+    str_size = dyn.tags.get(DT_STRSZ, 0)
+    if str_size <= 0 or str_off + str_size > src.size:
+        raise src.error(f"string table size {str_size} at {str_off}")
+    if str_size > MAX_STRTAB:
+        raise src.error(
+            f"string table of {str_size:,} bytes (the reader's limit is {MAX_STRTAB:,})"
+        )
+    return _Strings(src, src.need(str_off, str_size, "string table"))
 
-    def string(idx: int, what: str) -> str:
-        if idx >= str_size:
-            raise ELFError(f"{name}: malformed ELF: {what} string index {idx} out of range")
-        end = strtab.find(b"\x00", idx)
-        if end < 0:
-            end = str_size
-        return strtab[idx:end].decode("utf-8", "replace")
 
+def _dynamic_strings(dyn: _Dynamic, string: _Strings) -> dict[str, Any]:
+    """NEEDED, RPATH, RUNPATH and SONAME."""
     needed: list[str] = []
     rpath: list[str] = []
     runpath: list[str] = []
-    for tag, val in entries:
+    for tag, val in dyn.entries:
         if tag == DT_NEEDED:
             needed.append(string(val, "NEEDED"))
         elif tag == DT_RPATH:
             rpath.extend(p for p in string(val, "RPATH").split(":") if p)
         elif tag == DT_RUNPATH:
             runpath.extend(p for p in string(val, "RUNPATH").split(":") if p)
-    info["needed"] = tuple(needed)
-    info["rpath"] = tuple(rpath)
-    info["runpath"] = tuple(runpath)
-    if DT_SONAME in tags:
-        info["soname"] = string(tags[DT_SONAME], "SONAME")
+    out: dict[str, Any] = {
+        "needed": tuple(needed),
+        "rpath": tuple(rpath),
+        "runpath": tuple(runpath),
+    }
+    if DT_SONAME in dyn.tags:
+        out["soname"] = string(dyn.tags[DT_SONAME], "SONAME")
+    return out
 
+
+class _Walk:
+    """The budget of one version-table walk: every record and entry at its own aligned
+    offset, never one seen before (no chain shared between records), and at most as many
+    as the bytes from the table's start to the end of the file can hold."""
+
+    def __init__(self, src: _Source, start: int, what: str) -> None:
+        self.src = src
+        self.what = what
+        self.left = max(1, (src.size - start) // 16)
+        self.seen: set[int] = set()
+
+    def visit(self, offset: int, length: int, kind: str) -> bytes:
+        if offset in self.seen:
+            raise self.src.error(
+                f"{self.what}: {kind} at {offset} is reached twice (entries shared between "
+                "records: corrupt or hostile)"
+            )
+        if offset % 4:
+            raise self.src.error(f"{self.what}: {kind} at {offset} is not 4-byte aligned")
+        self.left -= 1
+        if self.left < 0:
+            raise self.src.error(f"{self.what}: more entries than the table's bytes can hold")
+        self.seen.add(offset)
+        return self.src.need(offset, length, kind)
+
+
+def _step(src: _Source, pos: int, delta: int, what: str) -> int:
+    """The next record or entry ``delta`` bytes on; chains only move forward."""
+    if delta < 16:
+        raise src.error(f"{what}: next offset {delta} (entries must not overlap)")
+    return pos + delta
+
+
+def _version_needs(
+    src: _Source, e: str, dyn: _Dynamic, string: _Strings
+) -> tuple[tuple[VersionNeed, ...], list[str]]:
+    """``.gnu.version_r``: every (file, version name) needed, and notes on bad hashes."""
+    pos = dyn.offset(src, DT_VERNEED, "version needs")
+    walk = _Walk(src, pos, "version needs")
+    needs: list[VersionNeed] = []
     notes: list[str] = []
-    if DT_VERNEED in tags:
-        count = tags.get(DT_VERNEEDNUM, _MAX_ENTRIES)
-        pos = to_offset(tags[DT_VERNEED], "version needs")
-        needs: list[VersionNeed] = []
-        for _ in range(min(count, _MAX_ENTRIES)):
-            vn_version, vn_cnt, vn_file, vn_aux, vn_next = struct.unpack(
-                e + "HHIII", need(pos, 16, "version need")
+    for _ in range(dyn.tags.get(DT_VERNEEDNUM, MAX_VERSION_ENTRIES)):
+        vn_version, vn_cnt, vn_file, vn_aux, vn_next = struct.unpack(
+            e + "HHIII", walk.visit(pos, 16, "version need")
+        )
+        if vn_version != 1:
+            raise src.error(f"version need revision {vn_version}")
+        file = string(vn_file, "version need file")
+        apos = _step(src, pos, vn_aux, "version need") if vn_cnt else pos
+        for j in range(vn_cnt):
+            vna_hash, vna_flags, _other, vna_name, vna_next = struct.unpack(
+                e + "IHHII", walk.visit(apos, 16, "version need aux")
             )
-            if vn_version != 1:
-                raise ELFError(f"{name}: malformed ELF: version need revision {vn_version}")
-            file = string(vn_file, "version need file")
-            apos = pos + vn_aux
-            for _j in range(vn_cnt):
-                vna_hash, vna_flags, _other, vna_name, vna_next = struct.unpack(
-                    e + "IHHII", need(apos, 16, "version need aux")
-                )
-                vname = string(vna_name, "version name")
-                if elf_hash(vname) != vna_hash:
-                    notes.append(f"version {vname!r} does not match its hash {vna_hash:#x}")
-                needs.append(
-                    VersionNeed(
-                        file=file,
-                        name=vname,
-                        hash=vna_hash,
-                        flags=vna_flags,
-                        weak=bool(vna_flags & 0x2),
-                    )
-                )
-                if vna_next == 0:
-                    break
-                apos += vna_next
-            if vn_next == 0:
+            vname = string(vna_name, "version name")
+            if len(vname) > MAX_VERSION_NAME:
+                raise src.error(f"version name of {len(vname):,} bytes ({vname[:24]}…)")
+            if elf_hash(vname) != vna_hash:
+                notes.append(f"version {vname!r} does not match its hash {vna_hash:#x}")
+            needs.append(VersionNeed(file, vname, vna_hash, vna_flags, bool(vna_flags & 0x2)))
+            if vna_next == 0 or j == vn_cnt - 1:
                 break
-            pos += vn_next
-        info["version_needs"] = tuple(needs)
-    if DT_VERDEF in tags:
-        count = tags.get(DT_VERDEFNUM, _MAX_ENTRIES)
-        pos = to_offset(tags[DT_VERDEF], "version definitions")
-        defs: list[str] = []
-        for _ in range(min(count, _MAX_ENTRIES)):
-            vd_version, _vf, _ndx, vd_cnt, _vh, vd_aux, vd_next = struct.unpack(
-                e + "HHHHIII", need(pos, 20, "version definition")
-            )
-            if vd_version != 1:
-                raise ELFError(f"{name}: malformed ELF: version definition revision {vd_version}")
-            if vd_cnt:
-                (vda_name, _n) = struct.unpack(e + "II", need(pos + vd_aux, 8, "verdaux"))
-                defs.append(string(vda_name, "version definition"))
-            if vd_next == 0:
-                break
-            pos += vd_next
-        info["version_defs"] = tuple(defs)
-    info["notes"] = tuple(notes)
+            apos = _step(src, apos, vna_next, "version need aux")
+        if vn_next == 0:
+            break
+        pos = _step(src, pos, vn_next, "version need")
+    return tuple(needs), notes
+
+
+def _version_defs(src: _Source, e: str, dyn: _Dynamic, string: _Strings) -> tuple[str, ...]:
+    """``.gnu.version_d``: the version names this file defines."""
+    pos = dyn.offset(src, DT_VERDEF, "version definitions")
+    walk = _Walk(src, pos, "version definitions")
+    defs: list[str] = []
+    for _ in range(dyn.tags.get(DT_VERDEFNUM, MAX_VERSION_ENTRIES)):
+        vd_version, _vf, _ndx, vd_cnt, _vh, vd_aux, vd_next = struct.unpack(
+            e + "HHHHIII", walk.visit(pos, 20, "version definition")
+        )
+        if vd_version != 1:
+            raise src.error(f"version definition revision {vd_version}")
+        if vd_cnt:
+            (vda_name, _n) = struct.unpack(e + "II", src.need(pos + vd_aux, 8, "verdaux"))
+            defs.append(string(vda_name, "version definition"))
+        if vd_next == 0:
+            break
+        pos = _step(src, pos, vd_next, "version definition")
+    return tuple(defs)
+
+
+def _parse(get: Getter, size: int, name: str) -> ELFInfo:
+    """Parse an ELF file of ``size`` bytes whose bytes come from ``get(offset, length)``."""
+    src = _Source(get, size, name)
+    layout, info, (phoff, phentsize, phnum) = _header(src)
+    if phnum == 0:
+        return ELFInfo(**info)
+    loads, where = _program_headers(src, layout, phoff, phentsize, phnum)
+    if where is None:
+        return ELFInfo(**info)
+    dyn = _dynamic(src, layout, where, loads)
+    info["has_dynamic"] = True
+    string = _string_table(src, dyn)
+    if string is None:
+        return ELFInfo(**info)
+    info.update(_dynamic_strings(dyn, string))
+    if DT_VERNEED in dyn.tags:
+        info["version_needs"], notes = _version_needs(src, layout.e, dyn, string)
+        info["notes"] = tuple(notes)
+    if DT_VERDEF in dyn.tags:
+        info["version_defs"] = _version_defs(src, layout.e, dyn, string)
     return ELFInfo(**info)
 
 

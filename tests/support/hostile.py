@@ -77,7 +77,8 @@ def build_elf(
         if s not in index:
             index[s] = len(strtab)
             strtab += s.encode() + b"\x00"
-    n_dyn = len(needed) + 5  # STRTAB, STRSZ, VERNEED, VERNEEDNUM, NULL
+    with_verneed = bool(version_needs) or verneed_override is not None
+    n_dyn = len(needed) + (5 if with_verneed else 3)  # STRTAB, STRSZ, [VERNEED(NUM)], NULL
     phoff = ehsize
     dyn_off = phoff + 2 * phentsize
     str_off = dyn_off + n_dyn * dynent
@@ -92,7 +93,8 @@ def build_elf(
     for lib in needed:
         dyn += dpack(1, index[lib])  # DT_NEEDED
     dyn += dpack(5, str_off) + dpack(10, len(strtab))  # DT_STRTAB, DT_STRSZ
-    dyn += dpack(0x6FFFFFFE, vn_off) + dpack(0x6FFFFFFF, vn_count)  # DT_VERNEED(NUM)
+    if with_verneed:
+        dyn += dpack(0x6FFFFFFE, vn_off) + dpack(0x6FFFFFFF, vn_count)  # DT_VERNEED(NUM)
     dyn += dpack(0, 0)
     ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1 if little else 2, 1, 0]) + bytes(8)
     if bits == 64:
