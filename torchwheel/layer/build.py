@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +101,27 @@ class BuildOptions:
         return layer_prefix(self.target, self.layout)
 
 
+def _requirements(
+    packages: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> tuple[str, ...]:
+    """``packages`` as a tuple of strings: one requirement or path is one, never its letters."""
+    if isinstance(packages, (str, os.PathLike)):
+        return (os.fspath(packages),)
+    if isinstance(packages, (bytes, bytearray)) or not isinstance(packages, Iterable):
+        raise TypeError(
+            f"packages: expected a requirement string, a path or a sequence of them, "
+            f"not {type(packages).__name__}"
+        )
+    out = []
+    for p in packages:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"packages: expected str or path items, not {type(p).__name__}")
+        out.append(os.fspath(p))
+    return tuple(out)
+
+
 def build_layer(
-    packages: Sequence[str] = ("torch",),
+    packages: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = ("torch",),
     *,
     arch: str,
     python: str | tuple[int, int] | None = None,
@@ -131,7 +150,8 @@ def build_layer(
     zstd_level: int | None = None,
     compile_bytecode: bool = False,
 ) -> LayerReport:
-    """Build a Lambda layer for ``packages`` (requirement strings or local ``.whl`` paths).
+    """Build a Lambda layer for ``packages``: a requirement string or local ``.whl`` path, or
+    a sequence of them (anything else raises :class:`TypeError`).
 
     Resolves the ``Requires-Dist`` closure for the target (``runtime``/``arch``/``python``;
     see :func:`torchwheel.make_target`) unless ``no_deps``, downloads and verifies each
@@ -153,7 +173,7 @@ def build_layer(
     """
     options = BuildOptions(
         target=make_target(arch, python, runtime=runtime),
-        packages=tuple(packages),
+        packages=_requirements(packages),
         version=version,
         output=Path(output) if output is not None else None,
         tree=Path(tree) if tree is not None else None,
