@@ -16,6 +16,11 @@ Only the standard library and the bundled decompressor (``compression.zstd`` on 
 the ``zstandard`` wheel shipped in the layer otherwise) are used; no network. The syntax stays
 Python 3.8 compatible: this file runs on every Lambda Python runtime.
 
+Every failure is a :class:`LoaderError` (an ``ImportError``) with a one-line reason: the
+manifest is validated by shape (:func:`validate_manifest`; its ``sha256`` must be 64 lowercase
+hex digits and its ``archive`` a plain file name before either names a path), and anything
+unexpected while unpacking is reported as a ``LoaderError`` too.
+
 Environment:
     TORCHWHEEL_UNPACK_DIR  parent directory of the unpacked tree (default ``/tmp``).
 """
@@ -26,6 +31,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -33,7 +39,15 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["LoaderError", "activate", "check_space", "needed_mb", "unpack"]
+__all__ = [
+    "LoaderError",
+    "activate",
+    "check_space",
+    "load_manifest",
+    "needed_mb",
+    "unpack",
+    "validate_manifest",
+]
 
 MANIFEST_DIR = "torchwheel_packed"
 MANIFEST_NAME = "manifest.json"
@@ -48,6 +62,13 @@ _CHUNK = 1 << 20
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 _MB = 1024 * 1024
+#: Largest manifest.json read (a real one is under 1 KB).
+MAX_MANIFEST_BYTES = 1024 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+_COUNTS = ("files", "dirs", "archive_size", "unpacked_size", "disk_size", "level")
+_TEXTS = ("python", "compression", "target")
+_MAX_COUNT = 1 << 53
 
 # Set by activate(): the directory that was put on sys.path, and how it got there.
 path: str | None = None
@@ -57,6 +78,65 @@ unpack_seconds = 0.0
 
 class LoaderError(ImportError):
     """The packed layer could not be made importable (message says why and what to do)."""
+
+
+def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> dict[str, Any]:
+    """``manifest`` itself when its shape is right, else :class:`LoaderError` saying why.
+
+    A JSON object with ``format`` 1, ``sha256`` of 64 lowercase hex digits, ``archive`` a plain
+    file name (no ``/``, not ``..``); counts (``files``, ``disk_size`` ...) absent, null or
+    non-negative integers; ``python``, ``compression``, ``target`` absent, null or short text.
+    """
+
+    def bad(why: str) -> LoaderError:
+        return LoaderError(
+            f"torchwheel_loader: {where}: {why}; rebuild the packed layer with torchwheel"
+        )
+
+    if not isinstance(manifest, dict):
+        raise bad(f"not a JSON object but {type(manifest).__name__}")
+    fmt = manifest.get("format")
+    if type(fmt) is not int or fmt != FORMAT:
+        raise bad(f"unsupported manifest format {str(fmt)[:40]!r} (this loader reads {FORMAT})")
+    sha = manifest.get("sha256")
+    if not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+        raise bad("sha256 is not 64 lowercase hex digits")
+    archive = manifest.get("archive")
+    if not isinstance(archive, str) or not _ARCHIVE_NAME.fullmatch(archive) or ".." in archive:
+        raise bad(f"archive {str(archive)[:60]!r} is not a plain file name")
+    for key in _COUNTS:
+        value = manifest.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= _MAX_COUNT):
+            raise bad(f"{key} {str(value)[:40]!r} is not a count")
+    for key in _TEXTS:
+        value = manifest.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > 200):
+            raise bad(f"{key} is not a short text")
+    return manifest
+
+
+def load_manifest(data: bytes, where: str = MANIFEST_NAME) -> dict[str, Any]:
+    """Parse and validate manifest bytes (at most :data:`MAX_MANIFEST_BYTES`)."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise LoaderError(
+            f"torchwheel_loader: {where}: {len(data):,} bytes is too large for a manifest"
+        )
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise LoaderError(
+            f"torchwheel_loader: {where}: not readable JSON ({str(exc)[:120]})"
+        ) from None
+    return validate_manifest(manifest, where)
+
+
+def _count(manifest: dict[str, Any], *keys: str) -> int:
+    """The first of ``keys`` the manifest gives as a count, else 0."""
+    for key in keys:
+        value = manifest.get(key)
+        if type(value) is int:
+            return value
+    return 0
 
 
 def needed_mb(disk_bytes: int) -> int:
@@ -247,17 +327,12 @@ def _read_manifest(here: str) -> dict[str, Any]:
     mpath = os.path.join(here, MANIFEST_DIR, MANIFEST_NAME)
     try:
         with open(mpath, "rb") as f:
-            manifest: dict[str, Any] = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
         raise LoaderError(
             f"torchwheel_loader: cannot read {mpath}: {exc}; is the packed layer attached?"
         ) from None
-    if manifest.get("format") != FORMAT:
-        raise LoaderError(
-            "torchwheel_loader: {}: unsupported manifest format {!r} (this loader reads {})".format(
-                mpath, manifest.get("format"), FORMAT
-            )
-        )
+    manifest = load_manifest(data, mpath)
     want = manifest.get("python")
     have = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if want and want != have:
@@ -284,8 +359,22 @@ def unpack(archive: str, manifest: dict[str, Any], parent: str) -> str:
 
     Reuses a finished tree; otherwise takes the lock, checks the free space, unpacks into a
     temp dir while hashing the archive, and renames the temp dir into place only when the hash
-    matches. Raises :class:`LoaderError` with a one-line reason on any failure.
+    matches. Raises :class:`LoaderError` with a one-line reason on any failure (the manifest
+    is validated first, see :func:`validate_manifest`).
     """
+    validate_manifest(manifest)
+    try:
+        return _unpack(archive, manifest, parent)
+    except LoaderError:
+        raise
+    except Exception as exc:
+        raise LoaderError(
+            f"torchwheel_loader: cannot unpack {archive} into {parent}: "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
+
+
+def _unpack(archive: str, manifest: dict[str, Any], parent: str) -> str:
     global unpacked_now, unpack_seconds
     import fcntl
 
@@ -308,7 +397,7 @@ def unpack(archive: str, manifest: dict[str, Any], parent: str) -> str:
         _clean_stale(parent, stem)
         if os.path.isdir(final):  # a tree without its marker: not ours to trust
             shutil.rmtree(final, ignore_errors=True)
-        disk = int(manifest.get("disk_size", manifest.get("unpacked_size", 0)))
+        disk = _count(manifest, "disk_size", "unpacked_size")
         check_space(parent, shutil.disk_usage(parent).free, disk)
         tmp = os.path.join(parent, f"{stem}.tmp-{os.getpid()}")
         start = time.perf_counter()
@@ -346,7 +435,7 @@ def _unpack_into(archive: str, manifest: dict[str, Any], tmp: str) -> None:
                 raise LoaderError(
                     "torchwheel_loader: ran out of space unpacking into {} (needs {} MB); "
                     "raise the function's ephemeral storage (EphemeralStorage)".format(
-                        os.path.dirname(tmp), needed_mb(int(manifest.get("disk_size", 0)))
+                        os.path.dirname(tmp), needed_mb(_count(manifest, "disk_size"))
                     )
                 ) from None
             problem = f"{type(exc).__name__}: {exc}"
@@ -361,12 +450,20 @@ def _unpack_into(archive: str, manifest: dict[str, Any], tmp: str) -> None:
     if problem is not None:
         raise LoaderError(f"torchwheel_loader: cannot unpack {archive}: {problem}")
     want_files = manifest.get("files")
-    if want_files is not None and files != int(want_files):
+    if want_files is not None and files != want_files:
         raise LoaderError(
             f"torchwheel_loader: {archive} unpacked {files} files, manifest says {want_files}"
         )
-    with open(os.path.join(tmp, MARKER), "w") as f:
-        f.write(manifest["sha256"] + "\n")
+    try:
+        with open(os.path.join(tmp, MARKER), "w") as f:
+            f.write(manifest["sha256"] + "\n")
+    except OSError as exc:
+        where = os.path.dirname(tmp)
+        raise LoaderError(
+            f"torchwheel_loader: cannot write the completion marker in {where} "
+            f"({exc.strerror or exc}); raise the function's ephemeral storage "
+            "(EphemeralStorage) if /tmp is full"
+        ) from None
 
 
 def _insert_path(tree: str, layer_python: str) -> None:
@@ -385,7 +482,22 @@ def _insert_path(tree: str, layer_python: str) -> None:
 
 
 def activate(here: str | None = None) -> str:
-    """Unpack (or reuse) the packed layer next to ``here`` and put it on ``sys.path``."""
+    """Unpack (or reuse) the packed layer next to ``here`` and put it on ``sys.path``.
+
+    Every failure is a :class:`LoaderError` (an ``ImportError``).
+    """
+    try:
+        return _activate(here)
+    except LoaderError:
+        raise
+    except Exception as exc:
+        raise LoaderError(
+            f"torchwheel_loader: cannot activate the packed layer: {type(exc).__name__}: "
+            f"{str(exc)[:200]}"
+        ) from exc
+
+
+def _activate(here: str | None) -> str:
     global path
     here = here or os.path.dirname(os.path.abspath(__file__))
     manifest = _read_manifest(here)
