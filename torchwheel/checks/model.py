@@ -68,6 +68,7 @@ CODES: dict[str, str] = {
     "foreign-pycache": WARNING,
     "zipped-over-direct-upload": WARNING,
     "ephemeral-storage": WARNING,
+    "crc-not-checked": INFO,
 }
 
 LAYER_MOUNT = "/opt"

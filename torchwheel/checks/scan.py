@@ -1,30 +1,23 @@
-"""Reading the inputs: zip safety, entries, expansion, dist-info, then hashing and ELF parsing.
+"""Reading the inputs: zip safety, entries, expansion, dist-info.
 
 :func:`gather` opens the zips (central directories only), refuses unsafe members, lets the
-expanders add entries, reads symlink targets and every ``.dist-info``; :func:`scan_contents`
-then reads only what the checks need — the members RECORD lists (hashed while streaming) and
-ELF files (through :class:`~torchwheel.elf.ELFScanner`) — largest first on a small thread
-pool, small neighbours in batches (one pread for many members).
+expanders add entries, reads symlink targets and every ``.dist-info``;
+:func:`~torchwheel.checks.contents.scan_contents` (re-exported here) then reads the members'
+contents: every member inflated and CRC-checked once, hashed and ELF-parsed in the same pass.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
-import queue
-import re
-import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from ..elf import ELFInfo, ELFScanner, is_elf, parse_elf
 from ..errors import ArchiveError
-from ..wheelfile import MAX_METADATA_BYTES, Metadata, parse_record, parse_wheel_info, record_hash
+from ..wheelfile import MAX_METADATA_BYTES, Metadata, parse_record, parse_wheel_info
 from ..zipread import ZipMember, ZipReader, is_unsafe_name
+from .contents import SYMLINK_LIMIT, is_library_name, scan_contents
 from .model import (
     FUNCTION_MOUNT,
     LAYER_MOUNT,
@@ -45,25 +38,6 @@ BOMB_MEMBER_BYTES = 4 * 1024**3
 BOMB_RATIO = 1100  # deflate cannot exceed ~1032:1; more means the sizes lie
 BOMB_RATIO_MIN_BYTES = 1024 * 1024
 BOMB_TOTAL_BYTES = 16 * 1024**3
-
-#: Members up to this compressed size are read in batches (one pread for many neighbours).
-SMALL_MEMBER = 256 * 1024
-SMALL_INFLATED = 8 * 1024 * 1024
-#: Members at least this big are hashed on a helper thread while they are inflated.
-PIPELINE_BYTES = 64 * 1024 * 1024
-BATCH_MEMBERS = 2000
-#: Symlink members up to this size have their target read.
-SYMLINK_LIMIT = 4096
-
-#: Algorithms a RECORD hash can be checked with (shake_* digests need a length: not usable).
-_HASHABLE = frozenset(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake_"))
-_SO_RE = re.compile(r"\.so(\.\d+)*$")
-
-
-def is_library_name(base: str) -> bool:
-    """``libx.so``, ``libx.so.1.2``, ``x.so.abc``: named like a shared library."""
-    return bool(_SO_RE.search(base)) or ".so." in base
-
 
 # -- the zips ------------------------------------------------------------------------------------
 
@@ -370,203 +344,3 @@ def mark_vendored(dists: Sequence[InstalledDist]) -> None:
                     parent = posixpath.dirname(parent)
     for d in dists:
         d.vendored = d.site in owned_dirs
-
-
-# -- member contents -----------------------------------------------------------------------------
-
-
-def _elf_candidate(entry: LayerEntry) -> bool:
-    base = posixpath.basename(entry.path)
-    if is_library_name(base):
-        return True
-    if (
-        entry.mode is not None
-        and entry.mode & 0o111
-        and not base.endswith((".py", ".sh", ".pyc", ".txt", ".json", ".h"))
-    ):
-        return True
-    parts = entry.path.split("/")
-    return "bin" in parts[:-1] and "." not in base
-
-
-@dataclass
-class _ScanResult:
-    path: str
-    digest: str | None = None
-    elf: ELFInfo | None = None
-    read: int = 0
-
-
-def _scan(entry: LayerEntry, algo: str | None) -> _ScanResult:
-    """Hash (when ``algo``) and ELF-parse one entry in a single pass over its bytes."""
-    res = _ScanResult(entry.abs_path)
-    hasher = hashlib.new(algo) if algo else None
-    chunks: Iterator[bytes]
-    stream: BinaryIO | None = None
-    if entry.chunks is not None and hasher is not None:
-        chunks = entry.chunks()
-    else:
-        stream = entry.open()
-        chunks = _stream_chunks(stream)
-    scanner: ELFScanner | None = None
-    first = True
-    # big members: hash on a helper thread while this one inflates (both release the GIL)
-    piped = _HashPipe(hasher) if hasher is not None and entry.size >= PIPELINE_BYTES else None
-    update = piped.put if piped is not None else hasher.update if hasher is not None else None
-    try:
-        for chunk in chunks:
-            if first:
-                first = False
-                if is_elf(chunk):
-                    scanner = ELFScanner(entry.size, name=entry.label)
-                elif hasher is None:
-                    break
-            res.read += len(chunk)
-            if update is not None:
-                update(chunk)
-            if scanner is not None:
-                scanner.feed(chunk)
-                if hasher is None and scanner.satisfied:
-                    break
-    finally:
-        if piped is not None:
-            piped.close()
-        if stream is not None:
-            stream.close()
-    if hasher is not None:
-        res.digest = record_hash(hasher.digest(), hasher.name)
-    if scanner is not None:
-        res.elf = scanner.result(reopen=entry.open)
-    return res
-
-
-class _HashPipe:
-    """Feed a hash object from another thread through a small bounded queue."""
-
-    def __init__(self, hasher: Any, depth: int = 8) -> None:
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._hasher = hasher
-        self._thread = threading.Thread(target=self._run, name="torchwheel-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            chunk = self._q.get()
-            if chunk is None:
-                return
-            self._hasher.update(chunk)
-
-    def put(self, chunk: bytes) -> None:
-        self._q.put(chunk)
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-
-
-def _scan_bytes(entry: LayerEntry, data: bytes, algo: str | None) -> _ScanResult:
-    res = _ScanResult(entry.abs_path, read=len(data))
-    if algo:
-        res.digest = record_hash(hashlib.new(algo, data).digest(), algo)
-    if is_elf(data):
-        res.elf = parse_elf(data, name=entry.label)
-    return res
-
-
-_Job = tuple[LayerEntry, "str | None"]  # an entry and the hash algorithm RECORD wants, if any
-
-
-def _scan_batch(reader: ZipReader, jobs: Sequence[_Job]) -> list[_ScanResult]:
-    by_member = {id(e.zip_source[1]): (e, a) for e, a in jobs if e.zip_source is not None}
-    members = [e.zip_source[1] for e, _a in jobs if e.zip_source is not None]
-    out = []
-    for m, data in reader.read_many(members):
-        entry, algo = by_member[id(m)]
-        out.append(_scan_bytes(entry, data, algo))
-    return out
-
-
-def _stream_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
-    read1 = getattr(stream, "read1", None) or stream.read
-    while True:
-        b = read1(size)
-        if not b:
-            return
-        yield b
-
-
-def _record_algorithms(state: CheckState) -> dict[str, str]:
-    """Absolute path -> the hash algorithm its RECORD line uses (non-vendored dists)."""
-    algos: dict[str, str] = {}
-    for d in state.dists:
-        if d.vendored:
-            continue
-        for path, (digest, _size) in d.record.items():
-            algo = digest.split("=", 1)[0] if "=" in digest else ""
-            if algo in _HASHABLE:
-                algos[path] = algo
-    return algos
-
-
-def _jobs(state: CheckState, algos: dict[str, str]) -> list[_Job]:
-    """The entries to read: those to hash, and the possible ELF files."""
-    jobs: list[_Job] = []
-    for path, e in state.files.items():
-        if e.is_dir or e.is_symlink or e.size == 0:
-            continue
-        want = algos.get(path)
-        if want is not None or _elf_candidate(e):
-            jobs.append((e, want))
-    return jobs
-
-
-def _is_small(job: _Job) -> bool:
-    e, algo = job
-    src = e.zip_source
-    return (
-        src is not None
-        and src[1].compressed_size <= SMALL_MEMBER
-        and src[1].file_size <= (SMALL_INFLATED if algo is not None else SMALL_MEMBER)
-    )
-
-
-def _tasks(jobs: Sequence[_Job]) -> list[Callable[[], list[_ScanResult]]]:
-    """Big members one task each, largest first; small ones in header-ordered batches."""
-    small: dict[int, list[_Job]] = defaultdict(list)
-    readers: dict[int, ZipReader] = {}
-    big: list[_Job] = []
-    for job in jobs:
-        src = job[0].zip_source
-        if src is not None and _is_small(job):
-            small[id(src[0])].append(job)
-            readers[id(src[0])] = src[0]
-        else:
-            big.append(job)
-    big.sort(key=lambda j: -j[0].size)
-    tasks: list[Callable[[], list[_ScanResult]]] = []
-    for e, a in big:
-        tasks.append(lambda e=e, a=a: [_scan(e, a)])  # type: ignore[misc]
-    for rid, group in small.items():
-        group.sort(key=lambda j: j[0].zip_source[1].header_offset)  # type: ignore[index]
-        for i in range(0, len(group), BATCH_MEMBERS):
-            part = group[i : i + BATCH_MEMBERS]
-            tasks.append(lambda r=readers[rid], part=part: _scan_batch(r, part))  # type: ignore[misc]
-    return tasks
-
-
-def scan_contents(state: CheckState, record: bool, workers: int | None) -> None:
-    """Hash RECORD-listed files and parse ELF files, largest first, on a thread pool."""
-    algos = _record_algorithms(state) if record else {}
-    tasks = _tasks(_jobs(state, algos))
-    n = workers or min(4, os.cpu_count() or 1)
-    if n <= 1 or len(tasks) < 2:
-        results = [r for t in tasks for r in t()]
-    else:
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            results = [r for rs in pool.map(lambda t: t(), tasks) for r in rs]
-    for r in results:
-        state.bytes_read += r.read
-        if r.digest is not None:
-            state.digests[r.path] = r.digest
-        if r.elf is not None:
-            state.elves[r.path] = r.elf

@@ -1,0 +1,350 @@
+"""The members' contents for ``check``: inflated once, CRC-checked, hashed and ELF-parsed.
+
+:func:`scan_contents` runs after :func:`~torchwheel.checks.scan.gather` and reads:
+
+* with RECORD verification (the default): every member of every zip, to its end, so that its
+  CRC-32 is checked whether RECORD lists it or not (a corrupt member is an
+  :class:`~torchwheel.errors.ArchiveError`: exit 2, never a pass). In the same pass the files
+  RECORD lists are hashed with RECORD's algorithm and the possible ELF files are parsed
+  (:class:`~torchwheel.elf.ELFScanner`). Files of a directory input or of a packed archive
+  (no CRC of their own) are read when RECORD lists them or they may be ELF files; a packed
+  archive itself was read whole by its expander, and is not read again.
+* with ``record=False`` (``--no-record``): only the possible ELF files, only as far as their
+  dynamic section. The members left unread or read in part have not had their CRC-32 checked:
+  an ``info`` finding, ``crc-not-checked``, says how many.
+
+How: the largest members first, one task each, streamed (:mod:`torchwheel.zipstream`; a
+member of :data:`PIPELINE_BYTES` or more is hashed on a helper thread while it inflates);
+small neighbours in batches (one ``pread`` for many members, each inflated in one call); all on
+a thread pool with a thread per CPU. Inflating (ISA-L or zlib), CRC-32 and hashing (OpenSSL)
+release the GIL on large buffers, so they run on every core; the Python between them is a few
+calls per MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import queue
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from ..elf import KEEP_PREFIX, ELFInfo, ELFScanner, is_elf, parse_elf
+from ..wheelfile import record_hash
+from ..zipread import ZipReader
+from .model import INFO, CheckState, Finding, LayerEntry, finding
+
+__all__ = ["SYMLINK_LIMIT", "is_library_name", "scan_contents"]
+
+#: Members up to this compressed size are read in batches (one pread for many neighbours).
+SMALL_MEMBER = 256 * 1024
+#: ... and up to this uncompressed size when they are read whole anyway.
+SMALL_INFLATED = 8 * 1024 * 1024
+#: Members at least this big are hashed on a helper thread while they are inflated.
+PIPELINE_BYTES = 64 * 1024 * 1024
+BATCH_MEMBERS = 2000
+#: Symlink members up to this size have their target read (by ``gather``).
+SYMLINK_LIMIT = 4096
+#: Most of an ELF file's start kept while streaming it (its string and version tables lie
+#: there, and the dynamic section that locates them lies far behind in big libraries).
+KEEP_PREFIX_MAX = 32 * 1024 * 1024
+
+#: Algorithms a RECORD hash can be checked with (shake_* digests need a length: not usable).
+_HASHABLE = frozenset(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake_"))
+_SO_RE = re.compile(r"\.so(\.\d+)*$")
+
+
+def is_library_name(base: str) -> bool:
+    """``libx.so``, ``libx.so.1.2``, ``x.so.abc``: named like a shared library."""
+    return bool(_SO_RE.search(base)) or ".so." in base
+
+
+def _elf_candidate(entry: LayerEntry) -> bool:
+    base = posixpath.basename(entry.path)
+    if is_library_name(base):
+        return True
+    if (
+        entry.mode is not None
+        and entry.mode & 0o111
+        and not base.endswith((".py", ".sh", ".pyc", ".txt", ".json", ".h"))
+    ):
+        return True
+    parts = entry.path.split("/")
+    return "bin" in parts[:-1] and "." not in base
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One entry to read: with which hash, to its end or not, ELF-parsed or not."""
+
+    entry: LayerEntry
+    algo: str | None  # the hash algorithm RECORD wants for it, if any
+    full: bool  # read to the end (a zip member's CRC-32 is then checked)
+    elf: bool  # may be an ELF file
+    effective: bool = True  # False: a later layer's file of the same path hides it
+
+
+@dataclass
+class _ScanResult:
+    job: _Job
+    digest: str | None = None
+    elf: ELFInfo | None = None
+    read: int = 0
+    whole: bool = False  # read to its end (for a zip member: CRC-32 checked)
+
+
+def _keep_prefix(size: int) -> int:
+    """How much of an ELF file's start to keep: 1/16 of it, between the defaults' bounds.
+
+    The dynamic-linking tables (``.dynsym``, ``.dynstr``, ``.gnu.version_r``) sit before the
+    code, in a share of the file that grows with its symbols (libtorch_cpu.so: 7.4 of 414 MB);
+    keeping them means the parse never has to inflate the start of the member a second time.
+    """
+    return min(size, max(KEEP_PREFIX, min(size // 16, KEEP_PREFIX_MAX)))
+
+
+class _HashPipe:
+    """Feed a hash object from another thread through a small bounded queue."""
+
+    def __init__(self, hasher: Any, depth: int = 4) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._hasher = hasher
+        self._thread = threading.Thread(target=self._run, name="torchwheel-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._q.get()
+            if chunk is None:
+                return
+            self._hasher.update(chunk)
+
+    def put(self, chunk: bytes) -> None:
+        self._q.put(chunk)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+
+
+def _stream_chunks(stream: BinaryIO, size: int = 4 << 20) -> Iterator[bytes]:
+    read1 = getattr(stream, "read1", None) or stream.read
+    try:
+        while True:
+            b = read1(size)
+            if not b:
+                return
+            yield b
+    finally:
+        stream.close()
+
+
+def _feed(job: _Job, res: _ScanResult, chunks: Iterable[bytes], hasher: Any) -> ELFScanner | None:
+    """Pass ``chunks`` to the hash and the ELF scanner; stop early when the job allows it."""
+    entry = job.entry
+    scanner: ELFScanner | None = None
+    pipe = _HashPipe(hasher) if hasher is not None and entry.size >= PIPELINE_BYTES else None
+    update = pipe.put if pipe is not None else hasher.update if hasher is not None else None
+    try:
+        for chunk in chunks:
+            if res.read == 0 and job.elf and is_elf(chunk):
+                scanner = ELFScanner(
+                    entry.size, name=entry.label, keep_prefix=_keep_prefix(entry.size)
+                )
+            res.read += len(chunk)
+            if update is not None:
+                update(chunk)
+            if scanner is not None and not scanner.satisfied:
+                scanner.feed(chunk)
+            elif not job.full and (scanner is None or scanner.satisfied):
+                break
+        else:
+            res.whole = True
+    finally:
+        if pipe is not None:
+            pipe.close()
+    return scanner
+
+
+def _scan_stream(job: _Job) -> _ScanResult:
+    """Read one entry as a stream: hash, ELF-parse and (read whole) CRC-check it in one pass."""
+    entry = job.entry
+    res = _ScanResult(job)
+    hasher = hashlib.new(job.algo) if job.algo else None
+    chunks = entry.chunks() if entry.chunks is not None else _stream_chunks(entry.open())
+    try:
+        scanner = _feed(job, res, chunks, hasher)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if hasher is not None:
+        res.digest = record_hash(hasher.digest(), hasher.name)
+    if scanner is not None:
+        res.elf = scanner.result(reopen=entry.open)
+    return res
+
+
+def _scan_bytes(job: _Job, data: bytes) -> _ScanResult:
+    entry = job.entry
+    res = _ScanResult(job, read=len(data), whole=True)
+    if job.algo:
+        res.digest = record_hash(hashlib.new(job.algo, data).digest(), job.algo)
+    if job.elf and is_elf(data):
+        res.elf = parse_elf(data, name=entry.label)
+    return res
+
+
+def _scan_batch(reader: ZipReader, jobs: Sequence[_Job]) -> list[_ScanResult]:
+    by_member = {id(j.entry.zip_source[1]): j for j in jobs if j.entry.zip_source is not None}
+    members = [j.entry.zip_source[1] for j in jobs if j.entry.zip_source is not None]
+    return [_scan_bytes(by_member[id(m)], data) for m, data in reader.read_many(members)]
+
+
+# -- what to read ----------------------------------------------------------------------------
+
+
+def _record_algorithms(state: CheckState) -> dict[str, str]:
+    """Absolute path -> the hash algorithm its RECORD line uses (non-vendored dists)."""
+    algos: dict[str, str] = {}
+    for d in state.dists:
+        if d.vendored:
+            continue
+        for path, (digest, _size) in d.record.items():
+            algo = digest.split("=", 1)[0] if "=" in digest else ""
+            if algo in _HASHABLE:
+                algos[path] = algo
+    return algos
+
+
+def _job(e: LayerEntry, effective: bool, algos: dict[str, str], verify: bool) -> _Job | None:
+    """What to do with one entry, or None to leave it unread."""
+    zipped = e.zip_source is not None
+    if e.is_symlink:
+        # a symlink's target is its content; gather read the short ones of the final tree
+        if verify and zipped and not (effective and e.size < SYMLINK_LIMIT):
+            return _Job(e, None, True, False, effective)
+        return None
+    algo = algos.get(e.abs_path) if effective else None
+    elf = effective and e.size > 0 and _elf_candidate(e)
+    if verify and zipped:
+        return _Job(e, algo, True, elf, effective)
+    if e.size > 0 and (algo is not None or elf):
+        return _Job(e, algo, algo is not None, elf, effective)
+    return None
+
+
+def _jobs(state: CheckState, algos: dict[str, str], verify: bool) -> list[_Job]:
+    """The entries to read. ``verify``: every zip member, to its end (CRC-32 checked)."""
+    consumed = {e.expanded_from for e in state.entries if e.expanded_from is not None}
+    jobs: list[_Job] = []
+    for e in state.entries:
+        if e.is_dir or e.label in consumed:  # an expander read that archive whole
+            continue
+        job = _job(e, state.files.get(e.abs_path) is e, algos, verify)
+        if job is not None:
+            jobs.append(job)
+    return jobs
+
+
+def _is_small(job: _Job) -> bool:
+    src = job.entry.zip_source
+    return (
+        src is not None
+        and src[1].compressed_size <= SMALL_MEMBER
+        and src[1].file_size <= (SMALL_INFLATED if job.full else SMALL_MEMBER)
+    )
+
+
+_Task = Callable[[], list[_ScanResult]]
+
+
+def _tasks(jobs: Sequence[_Job]) -> list[_Task]:
+    """Big entries one task each, largest first; small members in header-ordered batches."""
+    small: dict[int, list[_Job]] = defaultdict(list)
+    readers: dict[int, ZipReader] = {}
+    big: list[_Job] = []
+    for job in jobs:
+        src = job.entry.zip_source
+        if src is not None and _is_small(job):
+            small[id(src[0])].append(job)
+            readers[id(src[0])] = src[0]
+        else:
+            big.append(job)
+    big.sort(key=lambda j: -j.entry.size)
+    tasks: list[_Task] = [lambda j=j: [_scan_stream(j)] for j in big]  # type: ignore[misc]
+    for rid, group in small.items():
+        group.sort(key=lambda j: j.entry.zip_source[1].header_offset)  # type: ignore[index]
+        for i in range(0, len(group), BATCH_MEMBERS):
+            part = group[i : i + BATCH_MEMBERS]
+            tasks.append(lambda r=readers[rid], part=part: _scan_batch(r, part))  # type: ignore[misc]
+    return tasks
+
+
+def _run(tasks: Sequence[_Task], workers: int | None) -> list[_ScanResult]:
+    n = workers or os.cpu_count() or 1
+    if n <= 1 or len(tasks) < 2:
+        return [r for t in tasks for r in t()]
+    with ThreadPoolExecutor(max_workers=min(n, len(tasks))) as pool:
+        return [r for rs in pool.map(lambda t: t(), tasks) for r in rs]
+
+
+def _unchecked(state: CheckState, whole: set[int]) -> list[Finding]:
+    """``crc-not-checked``, per zip: members no one read to their end."""
+    done = {e.expanded_from for e in state.entries if e.expanded_from is not None}
+    done.update(f"{d.dist_info}/{n}" for d in state.dists for n in ("METADATA", "WHEEL", "RECORD"))
+    counts: dict[str, list[int]] = {}
+    for e in state.entries:
+        if e.zip_source is None or e.is_dir or id(e) in whole:
+            continue
+        if e.label in done or e.abs_path in done:  # read whole by gather or an expander
+            continue
+        if e.is_symlink and e.size < SYMLINK_LIMIT and state.files.get(e.abs_path) is e:
+            continue
+        count = counts.setdefault(e.origin, [0, 0])
+        count[0] += 1
+        count[1] += e.size
+    return [
+        finding(
+            "crc-not-checked",
+            origin,
+            f"{n} members ({size:,} bytes unzipped) were not inflated to their end, so their "
+            "CRC-32 was not checked (--no-record reads only ELF headers and metadata); run "
+            "without --no-record to verify every member",
+            severity=INFO,
+            members=n,
+            bytes=size,
+        )
+        for origin, (n, size) in counts.items()
+    ]
+
+
+def scan_contents(state: CheckState, record: bool, workers: int | None) -> None:
+    """Read what the checks need (see the module docstring) into ``state``.
+
+    ``record``: verify RECORD, which reads every zip member whole; ``workers``: threads
+    (default: one per CPU).
+    """
+    algos = _record_algorithms(state) if record else {}
+    jobs = _jobs(state, algos, verify=record)
+    results = _run(_tasks(jobs), workers)
+    whole: set[int] = set()
+    for r in results:
+        state.bytes_read += r.read
+        if r.whole:
+            whole.add(id(r.job.entry))
+        if not r.job.effective:
+            continue
+        path = r.job.entry.abs_path
+        if r.digest is not None:
+            state.digests[path] = r.digest
+        if r.elf is not None:
+            state.elves[path] = r.elf
+    if not record:
+        state.generic.extend(_unchecked(state, whole))
