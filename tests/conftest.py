@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.support.torch",  # before layers and packed, which import its helpers
     "tests.support.layers",
     "tests.support.packed",
+    "tests.support.realwheels",
 ]
