@@ -7,8 +7,13 @@ from collections import defaultdict
 
 from rich.table import Table
 
-from ..checks import CODES, ERROR, WARNING, CheckReport, Finding, check
+from ..checks import CODES, ERROR, WARNING, CheckReport, Finding, check, policy
+from ..errors import InputError
 from ..report import console, human_bytes, print_json
+from ._config import add_config_arguments, apply_config
+from ._github import github_lines
+from ._inputs import input_lines
+from ._progress import add_quiet_argument
 from .tags import add_target_arguments
 
 #: Findings shown per code in the human table before "... and N more".
@@ -31,8 +36,23 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="the function's zip (mounted at /var/task); default: the first of "
         "several zips without a python/ directory",
     )
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default=None,
+        help="text (default), json (as --json) or github (workflow annotations: "
+        "::error file=...::)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--strict", action="store_true", help="warnings fail the check too")
+    p.add_argument(
+        "--strict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="warnings a user can act on fail the check too (informational ones never do: "
+        "docs/ci.md); --no-strict overrides the config",
+    )
+    add_config_arguments(p)
+    add_quiet_argument(p)
     p.add_argument(
         "--ignore",
         action="append",
@@ -49,19 +69,21 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def exit_code(report: CheckReport, strict: bool = False) -> int:
-    """0 when the deployment works (no errors; no warnings with ``strict``), else 1."""
-    if not report.ok:
-        return 1
-    if strict:
-        if report.warnings:
-            return 1
-        if report.single_target and any(v.warnings for v in report.verdicts):
-            return 1
-    return 0
+    """0 when the deployment works (no errors; with ``strict`` no actionable warning — see
+    :mod:`torchwheel.checks.policy`), else 1."""
+    return policy.exit_code(report, strict)
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.json and args.format not in (None, "json"):
+        raise InputError(f"--json and --format {args.format} disagree; give one")
+    return "json" if args.json else (args.format or "text")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print the findings and verdicts."""
+    fmt = _output_format(args)
+    apply_config(args)
     report = check(
         args.zips,
         runtime=args.runtime,
@@ -71,13 +93,18 @@ def run(args: argparse.Namespace) -> int:
         record=args.record,
         function=args.function,
     )
-    code = exit_code(report, args.strict)
-    if args.json:
+    strict = bool(args.strict)
+    code = exit_code(report, strict)
+    if fmt == "json":
         data = report.to_dict()
         data["exit_code"] = code
+        data["strict_failures"] = [f.to_dict() for f in policy.strict_failures(report)]
         print_json(data)
         return code
-    render(report, code)
+    if fmt == "github":
+        print("\n".join(github_lines(report, code)))
+        return code
+    render(report, code, strict)
     return code
 
 
@@ -99,7 +126,7 @@ def _findings_table(findings: tuple[Finding, ...], title: str) -> Table:
     return table
 
 
-def render(report: CheckReport, code: int) -> None:
+def render(report: CheckReport, code: int, strict: bool = False) -> None:
     """Human output: findings grouped by severity, matrix or target verdict, sizes."""
     out = console()
     if report.findings:
@@ -118,10 +145,8 @@ def render(report: CheckReport, code: int) -> None:
             )
         out.print(matrix)
     s = report.sizes
-    out.print(
-        f"unzipped {human_bytes(s.unzipped_total)} of {human_bytes(s.unzipped_limit)}; "
-        + ", ".join(f"{p}: {human_bytes(n)} zipped" for p, n in s.zipped)
-    )
+    for line in input_lines(report):  # sizes, SAM/CDK shapes, image, which truth was used
+        out.print(line, highlight=False)
     if s.largest_dirs:
         out.print(
             "largest directories: "
@@ -140,7 +165,8 @@ def render(report: CheckReport, code: int) -> None:
                 + (f" ({v.warnings} warning(s))" if v.warnings else "")
             )
         else:
-            why = v.reason or f"{v.warnings} warning(s) with --strict"
+            n = len(policy.strict_failures(report))
+            why = v.reason or f"{n} actionable warning(s) with --strict"
             out.print(f"[red]FAIL[/]: {v.target}: {why}")
     else:
         works = [v.target for v in report.verdicts if v.works]
