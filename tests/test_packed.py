@@ -502,7 +502,7 @@ def test_check_reports_a_manifest_that_is_not_one(small_layer_zip: Path, tmp_pat
     mpath = opt / "python" / MANIFEST_DIR / "manifest.json"
     manifest = json.loads(mpath.read_text())
     for i, (data, says) in enumerate(
-        (([], "not a JSON object"), ({**manifest, "files": "many"}, "'many' files, not a number"))
+        (([], "not a JSON object"), ({**manifest, "files": "many"}, "files 'many' is not a count"))
     ):
         mpath.write_text(json.dumps(data))
         report = _check(zip_tree(opt, tmp_path / f"odd{i}.zip"))

@@ -473,13 +473,17 @@ def make_packed_tree(
 
 
 def read_manifest(layer_python: Path) -> dict[str, Any]:
-    """The manifest of the packed layer whose ``python/`` directory is ``layer_python``."""
+    """The manifest of the packed layer whose ``python/`` directory is ``layer_python``,
+    validated as the loader validates it (:class:`InputError` when it would refuse it)."""
     path = Path(layer_python) / MANIFEST_DIR / MANIFEST_NAME
     try:
-        data: dict[str, Any] = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as f:
+            data = f.read(torchwheel_loader.MAX_MANIFEST_BYTES + 1)
+        return torchwheel_loader.load_manifest(data, str(path))
+    except OSError as exc:
         raise InputError(f"{path}: not a readable packed-layer manifest ({exc})") from None
-    return data
+    except torchwheel_loader.LoaderError as exc:
+        raise InputError(str(exc).removeprefix("torchwheel_loader: ")) from None
 
 
 def measure_unpack(layer_python: Path, parent: Path | None = None) -> float:

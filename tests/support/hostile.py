@@ -295,7 +295,7 @@ class _Zeros(io.RawIOBase):
         return n
 
 
-def _tar_zst(members: Sequence[tuple[str, bytes | int]], level: int = 19) -> bytes:
+def tar_zst(members: Sequence[tuple[str, bytes | int]], level: int = 19) -> bytes:
     """A PAX tar of ``members`` (bytes, or an int: that many zero bytes), zstd-compressed."""
     import zstandard
 
@@ -326,7 +326,7 @@ def packed_many_members(count: int = 2000, size: int = 1 << 20) -> bytes:
     """A packed layer whose small archive holds ``count`` members of ``size`` zero bytes."""
     import hashlib
 
-    archive = _tar_zst([(f"pkg/f{i:05d}.bin", size) for i in range(count)])
+    archive = tar_zst([(f"pkg/f{i:05d}.bin", size) for i in range(count)])
     manifest = {"format": 1, "archive": "site-packages.tar.zst", "files": count,
                 "sha256": hashlib.sha256(archive).hexdigest(), "python": "3.12"}  # fmt: skip
     return _packed_layer(archive, json.dumps(manifest).encode())
@@ -336,7 +336,7 @@ def packed_manifests() -> dict[str, bytes]:
     """Packed layers whose manifest.json has the wrong shape."""
     import hashlib
 
-    archive = _tar_zst([("pkg/__init__.py", b"")])
+    archive = tar_zst([("pkg/__init__.py", b"")])
     sha = hashlib.sha256(archive).hexdigest()
     shapes: dict[str, bytes] = {
         "list": b"[1, 2, 3]",

@@ -5,6 +5,13 @@ with the loader's own tar reader (so the same members are refused), and returns 
 as entries mounted where the loader unpacks them, nothing written to disk. Members up to
 :data:`KEEP_RAW` bytes are kept as bytes; larger ones as zstd level-1 copies decompressed
 again on demand, so checking torch holds ~200 MB rather than the 460 MB tree.
+
+Budgets (docs/security.md): at most :data:`MAX_MEMBERS` members; at most the largest
+``/tmp`` Lambda offers (``ephemeral_storage_max_mb``) unpacked, since the loader could never
+unpack more; and what is held while checking (raw members and level-1 frames) at most
+:data:`HELD_PER_ARCHIVE_BYTE` times the archive's own size plus :data:`HELD_FLOOR` — the
+stream stops as soon as one is exceeded (a 100 KB archive of 2,000 × 1 MiB members held
+2 GB before).
 :func:`packed_findings` is an extra check: manifest / archive agreement and the
 ``ephemeral-storage`` need.
 """
@@ -12,7 +19,6 @@ again on demand, so checking torch holds ~200 MB rather than the 460 MB tree.
 from __future__ import annotations
 
 import io
-import json
 import os
 import posixpath
 import tarfile
@@ -22,14 +28,27 @@ from typing import IO, Any, BinaryIO, cast
 from ..errors import ArchiveError
 from ..loader import torchwheel_loader as loader
 from ..targets import Target, quotas
-from ..wheelfile import MAX_METADATA_BYTES
 from .model import INFO, CheckState, Expansion, Finding, LayerEntry, finding
 
-__all__ = ["KEEP_RAW", "expand_packed_archive", "is_packed_archive", "packed_findings"]
+__all__ = [
+    "HELD_FLOOR",
+    "HELD_PER_ARCHIVE_BYTE",
+    "KEEP_RAW",
+    "MAX_MEMBERS",
+    "expand_packed_archive",
+    "is_packed_archive",
+    "packed_findings",
+]
 
 #: Members up to this size are kept as bytes while streaming; larger ones as zstd level-1
 #: copies (re-decompressed on demand).
-KEEP_RAW = 1 << 20
+KEEP_RAW = 4096
+#: Most members a packed archive may hold (torch 2.13 holds ~15,000).
+MAX_MEMBERS = 500_000
+#: Bytes held while checking may reach this many times the archive's size ...
+HELD_PER_ARCHIVE_BYTE = 4
+#: ... plus this many.
+HELD_FLOOR = 64 * 1024 * 1024
 _CHUNK = 1 << 20
 #: The unit /tmp space is counted in (a file or directory takes whole 4 KiB blocks).
 _DISK_BLOCK = 4096
@@ -154,24 +173,58 @@ def _recompress(stream: Any, name: str, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_members(raw: BinaryIO) -> tuple[list[_Record], str]:
-    """Every member of the tar.zst ``raw``, and the archive's sha256."""
+class _Budget:
+    """What one archive may cost: members, unpacked bytes, bytes held (see the module doc)."""
+
+    def __init__(self, archive_size: int) -> None:
+        self.members = 0
+        self.unpacked = 0
+        self.held = 0
+        self.max_unpacked = quotas().ephemeral_storage_max_mb * 1024 * 1024
+        self.max_held = HELD_FLOOR + HELD_PER_ARCHIVE_BYTE * archive_size
+
+    def member(self, size: int) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise ArchiveError(f"holds more than {MAX_MEMBERS:,} members")
+        self.unpacked += size
+        if self.unpacked > self.max_unpacked:
+            raise ArchiveError(
+                f"unpacks to more than {self.max_unpacked:,} bytes, more than the largest "
+                "/tmp Lambda offers"
+            )
+
+    def hold(self, data: bytes) -> bytes:
+        self.held += len(data)
+        if self.held > self.max_held:
+            raise ArchiveError(
+                f"needs more than {self.max_held:,} bytes held to check (the limit for an "
+                "archive of this size)"
+            )
+        return data
+
+
+def _read_members(raw: BinaryIO, archive_size: int) -> tuple[list[_Record], str]:
+    """Every member of the tar.zst ``raw`` (``archive_size`` bytes), and its sha256."""
     import zstandard
 
     records: list[_Record] = []
+    budget = _Budget(archive_size)
     hashing = loader._HashingReader(raw)
     # _HashingReader has the read/readinto that stream_reader uses; not a full IO[bytes]
     stream = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], hashing), read_size=_CHUNK)
     for name, kind, size, mode in loader._members(stream):
         rel = loader._safe_name(name).replace(os.sep, "/")
+        budget.member(size)
         if kind == "dir":
             records.append((rel, 0, 0o755, None, None))
             continue
         if size <= KEEP_RAW:
-            data = loader._read_exact(stream, size) if size else b""
+            data = budget.hold(loader._read_exact(stream, size) if size else b"")
             records.append((rel, size, mode, data, None))
         else:
-            records.append((rel, size, mode, None, _recompress(stream, name, size)))
+            frame = budget.hold(_recompress(stream, name, size))
+            records.append((rel, size, mode, None, frame))
         pad = -size % loader.BLOCK
         if pad:
             loader._read_exact(stream, pad)
@@ -218,7 +271,9 @@ def expand_packed_archive(entry: LayerEntry) -> Expansion | None:
 
     raw = entry.open()
     try:
-        records, sha = _read_members(raw)
+        records, sha = _read_members(raw, entry.size)
+    except ArchiveError as exc:
+        raise ArchiveError(f"{entry.label}: packed archive {exc}") from None
     except (ValueError, OSError, tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
         raise ArchiveError(f"{entry.label}: unreadable packed archive ({exc})") from None
     finally:
@@ -264,17 +319,15 @@ def _storage_finding(arc: LayerEntry, files: list[LayerEntry], dirs: int, mount:
 
 
 def _read_manifest(entry: LayerEntry) -> dict[str, Any] | str:
-    """The manifest as a dict, or why it cannot be read."""
-    if entry.size > MAX_METADATA_BYTES:
+    """The manifest as the loader validates it (:func:`loader.load_manifest`), or why the
+    loader would refuse it."""
+    if entry.size > loader.MAX_MANIFEST_BYTES:
         return f"{MANIFEST_NAME} is {entry.size:,} bytes, not a manifest"
     try:
         with entry.open() as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-    except (ValueError, OSError) as exc:
-        return f"{MANIFEST_NAME} is not readable JSON ({exc})"
-    if not isinstance(manifest, dict):
-        return f"{MANIFEST_NAME} is not a JSON object"
-    return manifest
+            return loader.load_manifest(f.read(), MANIFEST_NAME)
+    except loader.LoaderError as exc:
+        return str(exc).removeprefix("torchwheel_loader: ")
 
 
 def _manifest_problem(
@@ -289,20 +342,14 @@ def _manifest_problem(
     if isinstance(manifest, str):
         return manifest
     sha = mount.rsplit("-", 1)[-1] if files else ""
-    if not str(manifest.get("sha256", "")).startswith(sha) or not sha:
+    if not sha or not manifest["sha256"].startswith(sha):
         return (
             f"the archive's sha256 does not match {MANIFEST_NAME} "
-            f"({str(manifest.get('sha256'))[:16]}… vs {sha}…): the loader "
+            f"({manifest['sha256'][:16]}… vs {sha}…): the loader "
             "will refuse it; rebuild or re-upload the layer"
         )
     listed = manifest.get("files")
-    if listed is None:
-        return None
-    try:
-        count = int(listed)
-    except (TypeError, ValueError):
-        return f"{MANIFEST_NAME} lists {str(listed)[:40]!r} files, not a number"
-    if count != len(files):
+    if listed is not None and listed != len(files):
         return f"{MANIFEST_NAME} lists {listed} files, the archive holds {len(files)}"
     return None
 
