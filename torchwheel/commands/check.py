@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..checks import CODES, ERROR, WARNING, CheckReport, Finding, check, policy
@@ -120,7 +121,8 @@ def _findings_table(findings: tuple[Finding, ...], title: str) -> Table:
     for (sev, code), group in by_code.items():
         style = "red" if sev == ERROR else "yellow" if sev == WARNING else ""
         for f in group[:PER_CODE]:
-            table.add_row(f"[{style}]{sev}[/]" if style else sev, code, f.path, f.message)
+            row = (escape(f.path), escape(f.message))  # names in a zip are not markup
+            table.add_row(f"[{style}]{sev}[/]" if style else sev, code, *row)
         if len(group) > PER_CODE:
             table.add_row("", code, "", f"... and {len(group) - PER_CODE} more ({code})")
     return table
@@ -141,16 +143,17 @@ def render(report: CheckReport, code: int, strict: bool = False) -> None:
             matrix.add_row(
                 v.target,
                 "[green]yes[/]" if v.works else "[red]no[/]",
-                v.reason or (f"{v.warnings} warning(s)" if v.warnings else ""),
+                escape(v.reason or (f"{v.warnings} warning(s)" if v.warnings else "")),
             )
         out.print(matrix)
     s = report.sizes
     for line in input_lines(report):  # sizes, SAM/CDK shapes, image, which truth was used
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, markup=False)
     if s.largest_dirs:
         out.print(
             "largest directories: "
-            + ", ".join(f"{p} {human_bytes(n)}" for p, n in s.largest_dirs[:5])
+            + ", ".join(f"{p} {human_bytes(n)}" for p, n in s.largest_dirs[:5]),
+            markup=False,
         )
     out.print(
         f"read {human_bytes(report.bytes_read)} from {report.members} members "
@@ -167,7 +170,7 @@ def render(report: CheckReport, code: int, strict: bool = False) -> None:
         else:
             n = len(policy.strict_failures(report))
             why = v.reason or f"{n} actionable warning(s) with --strict"
-            out.print(f"[red]FAIL[/]: {v.target}: {why}")
+            out.print(f"[red]FAIL[/]: {v.target}: {escape(why)}")
     else:
         works = [v.target for v in report.verdicts if v.works]
         if works and code == 0:
