@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.support.layers",
     "tests.support.packed",
     "tests.support.realwheels",
+    "tests.support.loaderelves",
 ]
