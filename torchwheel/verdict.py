@@ -67,9 +67,10 @@ def _platforms_table(target: Target) -> frozenset[str]:
     return frozenset(target.platforms()) | {"any"}
 
 
-_MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_(.+)$")
+# Numbers in tags are at most 9 digits: a longer one (int() refuses 4,300+) is no real tag.
+_MANYLINUX_RE = re.compile(r"^manylinux_([0-9]{1,9})_([0-9]{1,9})_(.+)$")
 _LEGACY_RE = re.compile(r"^(manylinux1|manylinux2010|manylinux2014)_(.+)$")
-_CP_RE = re.compile(r"^cp(\d)(\d+)$")
+_CP_RE = re.compile(r"^cp([0-9])([0-9]{1,9})$")
 
 
 def platform_glibc(platform: str) -> tuple[tuple[int, int], str] | None:
@@ -110,7 +111,7 @@ def _platform_reason(platform: str, target: Target) -> tuple[str, tuple[int, int
         arch = platform[len("linux_") :]
         if arch != machine:
             return f"built for {arch}; target is {machine}", None
-    return f"platform {platform} is not Linux/{machine}", None
+    return f"platform {platform[:80]} is not Linux/{machine}", None
 
 
 def _python_reason(interp: str, abi: str, target: Target) -> str:
@@ -131,7 +132,7 @@ def _python_reason(interp: str, abi: str, target: Target) -> str:
             return f"abi3 wheel for CPython >= {need[0]}.{need[1]}; target is {want}"
     if m:
         return f"{interp} wheel; target is {want}"
-    pm = re.match(r"^py(\d)(\d*)$", interp)
+    pm = re.match(r"^py([0-9])([0-9]{0,9})$", interp)
     if pm:
         if int(pm.group(1)) != py[0]:
             return f"Python {pm.group(1)} wheel; target is {want}"
