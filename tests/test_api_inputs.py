@@ -46,3 +46,21 @@ def test_build_layer_refuses_other_types(bad: object, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="packages: expected"):
         build_layer(bad, arch="x86_64", runtime="python3.12", output=tmp_path / "l.zip")  # type: ignore[arg-type]
     assert not (tmp_path / "l.zip").exists()
+
+
+def test_check_takes_one_path_string_or_path(tmp_path: Path) -> None:
+    from tests.support.layers import make_layer
+    from torchwheel import check
+
+    layer = make_layer(tmp_path / "layer.zip", {"python/six.py": b"x = 1\n"})
+    for given in (str(layer), layer):
+        report = check(given, arch="x86_64", runtime="python3.12")
+        assert report.paths == (str(layer),) and report.ok
+
+
+@pytest.mark.parametrize("bad", [b"layer.zip", 42, [b"layer.zip"]])
+def test_check_refuses_other_types(bad: object) -> None:
+    from torchwheel import check
+
+    with pytest.raises(TypeError, match="paths: expected"):
+        check(bad, runtime="python3.12")  # type: ignore[arg-type]

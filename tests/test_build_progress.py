@@ -138,3 +138,21 @@ def test_build_layer_api_reports_events(
     assert install.files_done == 5  # 3 files + METADATA + WHEEL (RECORD is written later)
     assert install.bytes_done >= 100_000
     assert next(e.kind for e in seen if e.step == "zip") == "start"
+
+
+def test_check_reports_its_scan(tmp_path: Path) -> None:
+    from tests.support.layers import make_layer
+    from torchwheel import check
+
+    layer = make_layer(
+        tmp_path / "l.zip", {"python/a.py": b"a = 1\n", "python/b.txt": b"b" * 10_000}
+    )
+    seen: list[ProgressEvent] = []
+    check(layer, runtime="python3.12", progress=seen.append)
+    end = seen[-1]
+    assert (end.kind, end.step, end.files_done, end.bytes_done) == ("end", "scan", 2, 10_006)
+    proc = _cli("check", str(layer), "--runtime", "python3.12", "--no-config")
+    assert proc.returncode == 0 and _steps(proc.stderr) == ["scan"]
+    assert proc.stderr.startswith("scan: 2 files, ")
+    quiet = _cli("check", str(layer), "--runtime", "python3.12", "-q", "--json")
+    assert quiet.returncode == 0 and quiet.stderr == "" and json.loads(quiet.stdout)["ok"]

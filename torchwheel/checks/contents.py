@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..elf import KEEP_PREFIX, ELFInfo, ELFScanner, is_elf, parse_elf
+from ..progress import Step
 from ..wheelfile import record_hash
 from ..zipread import ZipReader
 from .model import INFO, CheckState, Finding, LayerEntry, finding
@@ -325,15 +326,32 @@ def _unchecked(state: CheckState, whole: set[int]) -> list[Finding]:
     ]
 
 
-def scan_contents(state: CheckState, record: bool, workers: int | None) -> None:
+def _counted(task: _Task, progress: Step) -> _Task:
+    """``task``, reporting its entries (files, unzipped bytes) to ``progress`` when done."""
+
+    def run() -> list[_ScanResult]:
+        rs = task()
+        progress.advance(files=len(rs), bytes=sum(r.job.entry.size for r in rs))
+        return rs
+
+    return run
+
+
+def scan_contents(
+    state: CheckState, record: bool, workers: int | None, progress: Step | None = None
+) -> None:
     """Read what the checks need (see the module docstring) into ``state``.
 
     ``record``: verify RECORD, which reads every zip member whole; ``workers``: threads
-    (default: one per CPU).
+    (default: one per CPU); ``progress`` counts the entries read and their unzipped bytes.
     """
     algos = _record_algorithms(state) if record else {}
     jobs = _jobs(state, algos, verify=record)
-    results = _run(_tasks(jobs), workers)
+    tasks = _tasks(jobs)
+    if progress is not None:
+        progress.update(files_total=len(jobs), bytes_total=sum(j.entry.size for j in jobs))
+        tasks = [_counted(t, progress) for t in tasks]
+    results = _run(tasks, workers)
     whole: set[int] = set()
     for r in results:
         state.bytes_read += r.read

@@ -29,16 +29,19 @@ registered here from :mod:`.packed`):
   with ``target=None`` (target-independent findings) and once per target.
 
 Finding codes are stable (see docs/json-schema.md); severities are ``error`` (fails on
-Lambda), ``warning`` (works, but worth knowing; fatal with ``--strict``) and ``info``.
+Lambda), ``warning`` (works, but worth knowing; fatal with ``--strict`` unless informational:
+:mod:`.policy`) and ``info``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..progress import ProgressCallback, step
 from ..targets import Target, all_targets, make_target, normalize_arch, parse_python
 from ..zipread import ZipReader, inflate_backend
 from .deps import dist_findings
@@ -165,8 +168,24 @@ def _verdict(
     )
 
 
+def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """``paths`` as a list of strings: one path is one input, never its characters."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    if isinstance(paths, (bytes, bytearray)) or not isinstance(paths, Iterable):
+        raise TypeError(
+            f"paths: expected a path or a sequence of paths, not {type(paths).__name__}"
+        )
+    out = []
+    for p in paths:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"paths: expected str or path items, not {type(p).__name__}")
+        out.append(os.fspath(p))
+    return out
+
+
 def check(
-    paths: Sequence[str | Path],
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     arch: str | None = None,
     python: str | None = None,
@@ -175,8 +194,13 @@ def check(
     record: bool = True,
     function: str | Path | None = None,
     workers: int | None = None,
+    progress: ProgressCallback | None = None,
 ) -> CheckReport:
     """Check zips that make one Lambda deployment; never extracts anything to disk.
+
+    ``paths`` is one zip (a string or path) or a sequence of them (anything else raises
+    :class:`TypeError`). ``progress`` receives the ``scan`` step's events
+    (:mod:`torchwheel.progress`).
 
     ``runtime`` (+ ``arch``, ``python``) checks one target; without ``runtime`` every
     non-deprecated runtime × architecture is judged (``provided.*`` too when ``python`` is
@@ -186,6 +210,7 @@ def check(
     is taken as the function. Raises :class:`ArchiveError` for unreadable zips.
     """
     t0 = time.perf_counter()
+    paths = _paths(paths)
     if not paths:
         raise InputError("check: name at least one zip file")
     ignored = _ignored(ignore)
@@ -197,7 +222,8 @@ def check(
     readers: list[ZipReader] = []
     try:
         state = gather(all_paths, fn_path, EXPANDERS, readers)
-        scan_contents(state, record, workers)
+        with step(progress, "scan") as s:
+            scan_contents(state, record, workers, s)
         generic, sizes = _generic_findings(state, record, ignored)
         verdicts = [_verdict(state, t, generic, ignored) for t in targets]
         findings = verdicts[0].findings if single and verdicts else tuple(_sorted(generic))

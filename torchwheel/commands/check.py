@@ -14,7 +14,7 @@ from ..report import console, human_bytes, print_json
 from ._config import add_config_arguments, apply_config
 from ._github import github_lines
 from ._inputs import input_lines
-from ._progress import add_quiet_argument
+from ._progress import add_quiet_argument, mode_from_args, renderer
 from .tags import add_target_arguments
 
 #: Findings shown per code in the human table before "... and N more".
@@ -85,15 +85,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the check and print the findings and verdicts."""
     fmt = _output_format(args)
     apply_config(args)
-    report = check(
-        args.zips,
-        runtime=args.runtime,
-        arch=args.arch,
-        python=args.python,
-        ignore=args.ignore,
-        record=args.record,
-        function=args.function,
-    )
+    with renderer(mode_from_args(args)) as progress:
+        report = check(
+            args.zips,
+            runtime=args.runtime,
+            arch=args.arch,
+            python=args.python,
+            ignore=args.ignore,
+            record=args.record,
+            function=args.function,
+            progress=progress,
+        )
     strict = bool(args.strict)
     code = exit_code(report, strict)
     if fmt == "json":
