@@ -28,6 +28,8 @@ CHOSEN_KEYS = {
     "warnings",
     "largest",
     "source",
+    "variant",  # the build variant learnt before download (issue 11)
+    "elf",  # the ELF needs read before download (linux_* wheels, --verify-elf)
 }
 TOP_KEYS = {
     "schema",
@@ -42,6 +44,9 @@ TOP_KEYS = {
     "rejected",
     "notes",
     "sources",
+    "variant",
+    "read_before_download",
+    "plan",
 }
 
 
@@ -101,7 +106,7 @@ def test_json_schema(torch_index: IndexServer, capsys: pytest.CaptureFixture[str
         doc["also_compatible"]
     )
     for r in doc["rejected"]:
-        assert set(r) == {"filename", "reasons"} and r["reasons"]
+        assert set(r) == {"filename", "reasons", "variant"} and r["reasons"]
     assert doc["sources"] == [torch_index.url]
 
 
@@ -123,10 +128,14 @@ def test_size_reads_the_central_directory(
     assert chosen["largest"][0]["size"] == max(
         i.file_size for i in zipfile.ZipFile(path).infolist()
     )
-    # one index page, one range request, and never the whole wheel
-    assert torch_index.count("/simple/") == 1
+    # one torch page, one range request for the wheel, and never the whole wheel; the plan of
+    # the closure needs torch's requirements, which this index lacks (filelock: 404)
+    assert torch_index.count("/simple/torch/") == 1
     file_reqs = [r for r in torch_index.requests if r.path.startswith("/files/")]
-    assert len(file_reqs) == 1 and file_reqs[0].status == 206
+    wheel_reqs = [r for r in file_reqs if not r.path.endswith(".metadata")]
+    assert len(wheel_reqs) == 1 and wheel_reqs[0].status == 206
+    assert doc["plan"] is None
+    assert any(n.startswith("no plan for the closure of torch==2.8.0+cpu") for n in doc["notes"])
 
 
 def test_all_matrix_json_one_fetch(

@@ -15,13 +15,16 @@
   (an extras candidate depends on its base at the same version);
 - leaves out packages the Lambda ``python3.X`` runtime already ships (boto3 and its
   dependencies, ``facts()["layer"]["runtime_packages"]``) unless they were asked for by
-  name, and reports them. ``provided.*`` runtimes ship none.
+  name, and reports them. ``provided.*`` runtimes ship none;
+- screens candidates before offering them to the resolver (:class:`torchwheel.screen.Screener`,
+  lazily, best first): a GPU build of torch is not offered unless ``variant`` asks for it, and
+  a ``linux_*`` wheel is offered only once its ELF needs, read by ranges, fit the target.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +42,10 @@ from .download import fetch
 from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
 from .index import Candidate, IndexClient
 from .remote import read_remote_metadata
-from .resolution import parse_specifier, select, summarize
+from .resolution import cpu_index_advice, parse_specifier, select, summarize
+from .screen import Screened, Screener
 from .targets import Target, facts
+from .variants import WheelProbe
 from .wheelfile import Metadata, parse_metadata, parse_wheel
 from .zipread import ZipReader
 
@@ -87,6 +92,7 @@ class Closure:
     skipped_runtime: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     metadata_requests: int = 0
+    screened: Mapping[str, Screened] = field(default_factory=dict)  # URL -> screening outcome
 
 
 def runtime_packages(target: Target) -> frozenset[str]:
@@ -162,8 +168,10 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         skip: frozenset[str],
         http: httpx.Client | None,
         cache_dir: str | os.PathLike[str] | None,
+        screener: Screener | None = None,
     ) -> None:
         self.target = target
+        self.screener = screener
         self.index = index
         self.prereleases = prereleases
         self.no_deps = no_deps
@@ -220,7 +228,7 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
         identifier: str,
         requirements: Mapping[str, Iterator[_Req]],
         incompatibilities: Mapping[str, Iterator[_Cand]],
-    ) -> list[_Cand]:
+    ) -> list[_Cand] | Callable[[], Iterator[_Cand]]:
         reqs = list(requirements[identifier])
         if identifier == PYTHON:
             ok = all(self.python_ok(r.specifier) for r in reqs)
@@ -234,16 +242,23 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             spec &= r.specifier
         pool = [local] if local is not None else self._all(name)
         _, judged = select(pool, self.target, specifier=spec or None, prereleases=self.prereleases)
-        out: list[_Cand] = []
-        seen: set[Version] = set()
-        for cand, verdict in judged:
-            if not verdict.compatible:
-                break  # compatible ones come first, best first
-            if cand.version in seen or cand.version in bad:
-                continue
-            seen.add(cand.version)
-            out.append(_Cand(name, cand.version, extras, cand, cand.filename))
-        return out
+        # a wheel named on the command line was asked for: not screened
+        screener = self.screener if local is None else None
+
+        def matches() -> Iterator[_Cand]:  # lazy: screening a wheel costs requests
+            offered = [(c, v) for c, v in judged if v.compatible and c.version not in bad]
+            if screener is not None:
+                screener.prefetch(offered)
+            seen: set[Version] = set()
+            for cand, verdict in offered:  # compatible ones come first, best first
+                if cand.version in seen:
+                    continue
+                if screener is not None and not screener.screen(cand, verdict).verdict.compatible:
+                    continue
+                seen.add(cand.version)
+                yield _Cand(name, cand.version, extras, cand, cand.filename)
+
+        return matches
 
     def is_satisfied_by(self, requirement: _Req, candidate: _Cand) -> bool:
         if requirement.name == PYTHON:
@@ -433,11 +448,17 @@ def resolve_closure(
     cache_dir: str | os.PathLike[str] | None = None,
     client: httpx.Client | None = None,
     max_rounds: int = 2000,
+    variant: str = "cpu",
+    verify_elf: bool = False,
+    probe: WheelProbe | None = None,
 ) -> Closure:
     """Resolve ``packages`` and their ``Requires-Dist`` closure for ``target``.
 
-    Raises :class:`~torchwheel.errors.NoCompatibleWheel` when no consistent set of
-    compatible wheels exists (the message names the package and why), and the index's
+    ``variant`` is the torch build to accept (``cpu`` by default; ``cuda``, ``rocm``, ``xpu``,
+    ``any``), ``verify_elf`` reads every wheel's ELF needs before offering it (``linux_*``
+    wheels always), ``probe`` reads wheels (the index's by default). Raises
+    :class:`~torchwheel.errors.NoCompatibleWheel` when no consistent set of compatible wheels
+    exists (the message names the package and why), and the index's
     :class:`~torchwheel.errors.NetworkError` when a page cannot be read.
     """
     reqs = parse_requirements(packages, target, version=version)
@@ -452,6 +473,12 @@ def resolve_closure(
         skip=skip,
         http=http,
         cache_dir=cache_dir,
+        screener=Screener(
+            target,
+            probe if probe is not None else WheelProbe.for_index(index),
+            want=variant,
+            verify_elf=verify_elf,
+        ),
     )
     resolver = Resolver(provider, _Reporter())
     try:
@@ -509,6 +536,7 @@ def resolve_closure(
         skipped_runtime=skipped,
         notes=tuple(notes),
         metadata_requests=provider.metadata_requests,
+        screened=dict(provider.screener.results) if provider.screener is not None else {},
     )
 
 
@@ -543,10 +571,28 @@ def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target
             pool, target, specifier=req.specifier or None, prereleases=provider.prereleases
         )
         line = summarize(req.name, target, chosen, judged, req.specifier or None)
-        if chosen is not None:
+        advice = _screen_advice(provider, req.name)
+        if advice is not None:
+            line = f"no {req.name} build for {target.label} passes: {advice}"
+        elif chosen is not None:
             line = f"{req.text}{who}: conflicts with another requirement of {req.name}"
         else:
             line = f"{line}{who}"
         if line not in parts:
             parts.append(line)
     return "; ".join(parts) or f"no consistent set of wheels for {target.label}"
+
+
+def _screen_advice(provider: _Provider, name: str) -> str | None:
+    """Why screening left nothing of ``name``: GPU builds only (and where CPU builds are)."""
+    screener = provider.screener
+    if screener is None:
+        return None
+    passed = [
+        s
+        for url, s in screener.results.items()
+        if screener.candidates[url].project == name and s.verdict.compatible
+    ]
+    if passed:
+        return None
+    return cpu_index_advice(name, screener, provider.index.sources)

@@ -7,13 +7,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..deps import Closure
 from ..errors import InputError
+from ..index import IndexClient
 from ..layer import DEFAULT_COMPRESSLEVEL, LAYOUTS, LayerReport
 from ..layer.build import BuildOptions, run_build
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
-from ..report import console, human_bytes, print_json
+from ..plan import Plan
+from ..progress import ProgressCallback
+from ..progress import step as progress_step
+from ..report import console, err_console, human_bytes, print_json
 from ..targets import make_target
 from ._options import add_index_arguments, index_client_from_args, index_settings_from_args
+from ._plan import add_variant_arguments, closure_plan, render_plan
 from ._progress import add_quiet_argument, mode_from_args, renderer
 from .tags import add_target_arguments
 
@@ -91,6 +97,13 @@ def configure(p: argparse.ArgumentParser) -> None:
         "smaller and ~50x slower to build)",
     )
     p.add_argument("--pre", action="store_true", help="allow pre-releases")
+    add_variant_arguments(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (closure, variants, download and unzipped sizes, what it fits) "
+        "and stop: nothing is downloaded, no output is written",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_quiet_argument(p)
     p.add_argument(
@@ -101,8 +114,57 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_index_arguments(p)
 
 
+def _planned(
+    options: BuildOptions, index: IndexClient, progress: ProgressCallback | None
+) -> tuple[Closure, Plan]:
+    """Resolve the closure and plan it (the build's "resolve" step)."""
+    with progress_step(progress, "resolve", unit="packages") as s:
+        closure, plan = closure_plan(
+            options.packages,
+            options.target,
+            index,
+            variant=options.variant,
+            verify_elf=options.verify_elf,
+            version=options.version,
+            no_deps=options.no_deps,
+            include_runtime_packages=options.include_runtime_packages,
+            prereleases=options.prereleases,
+        )
+        s.update(files_done=len(closure.pins))
+    return closure, plan
+
+
+def _plan_json(plan: Plan, closure: Closure) -> dict[str, Any]:
+    return {"schema": "torchwheel.plan/1", **plan.to_dict(), "closure_notes": list(closure.notes)}
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    """``build --dry-run``: the plan only; exit 1 when a build would stop."""
+    target = make_target(args.arch, args.python, runtime=args.runtime)
+    with index_client_from_args(args) as index:
+        closure, plan = closure_plan(
+            tuple(args.packages) or ("torch",),
+            target,
+            index,
+            variant=args.variant,
+            verify_elf=args.verify_elf,
+            no_deps=args.no_deps,
+            include_runtime_packages=args.include_runtime_packages,
+            prereleases=True if args.pre else None,
+        )
+    if args.json:
+        print_json(_plan_json(plan, closure))
+    else:
+        render_plan(plan)
+        for n in closure.notes:
+            console().print(f"note: {n}")
+    return 1 if plan.blocked else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the layer; print the report."""
+    if args.dry_run:
+        return _dry_run(args)
     if args.output is None and args.tree is None:
         raise InputError("say where to write the layer: -o layer.zip and/or --tree DIR")
     if args.zstd_level is not None and not args.packed:
@@ -126,15 +188,28 @@ def run(args: argparse.Namespace) -> int:
         zstd_level=args.zstd_level,
         offline=settings.offline,
         cache_dir=Path(cache_dir) if cache_dir else None,
+        variant=args.variant,
+        verify_elf=args.verify_elf,
     )
     index = index_client_from_args(args)
     try:
         with renderer(mode_from_args(args)) as progress:
-            report = run_build(options, index=index, progress=progress)
+            closure, plan = _planned(options, index, progress)
+            if not args.json:
+                render_plan(plan)  # first, before any download
+            report = None
+            if not plan.blocked:
+                report = run_build(options, index=index, progress=progress, closure=closure)
     finally:
         index.close()
+    if report is None:  # stopped before any download
+        if args.json:
+            print_json(_plan_json(plan, closure))
+        for b in plan.blockers:
+            err_console().print(f"torchwheel: build stopped before download: {b}")
+        return 1
     if args.json:
-        print_json(report.to_dict())
+        print_json({**report.to_dict(), "plan": plan.to_dict()})
     else:
         render(report)
     return 1 if args.strict and report.over_quota else 0

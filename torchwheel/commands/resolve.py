@@ -8,12 +8,16 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import NetworkError, NoCompatibleWheel
 from ..index import IndexClient
-from ..remote import RemoteSize, remote_wheel_size
+from ..plan import Plan
+from ..remote import RemoteSize
 from ..report import console, human_bytes, print_json
 from ..resolution import Resolution, parse_specifier, resolve_target
 from ..targets import Target, all_targets, make_target, parse_python, quotas
+from ..variants import WheelProbe
 from ._options import add_index_arguments, index_client_from_args
+from ._plan import add_variant_arguments, closure_plan, render_plan
 from .tags import add_target_arguments
 
 #: Rejected wheels shown in the human table without --verbose.
@@ -44,14 +48,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--size",
         action="store_true",
-        help="read the chosen wheel's zip directory (HTTP ranges) for its unzipped size",
+        help="plan the chosen wheel's closure: every package's variant, download and unzipped "
+        "size from its zip directory (HTTP ranges, no download), and what it fits",
     )
+    add_variant_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true", help="list every rejected wheel")
     add_index_arguments(p)
 
 
-def resolution_json(res: Resolution, size: RemoteSize | None = None) -> dict[str, Any]:
+def _screening_json(res: Resolution, url: str) -> dict[str, Any]:
+    """The variant and ELF needs learnt about one wheel before download (null when not read)."""
+    s = res.screened.get(url)
+    return {
+        "variant": s.variant.to_dict() if s is not None and s.variant is not None else None,
+        "elf": s.elf.to_dict() if s is not None and s.elf is not None else None,
+    }
+
+
+def resolution_json(
+    res: Resolution, size: RemoteSize | None = None, plan: Plan | None = None
+) -> dict[str, Any]:
     """The documented JSON object of one resolution (docs/json-schema.md, "resolve")."""
     chosen: dict[str, Any] | None = None
     if res.wheel is not None and res.verdict is not None:
@@ -71,6 +88,7 @@ def resolution_json(res: Resolution, size: RemoteSize | None = None) -> dict[str
                 [{"name": n, "size": s} for n, s in size.largest] if size is not None else None
             ),
             "source": w.source,
+            **_screening_json(res, w.url),
         }
     t = res.target
     return {
@@ -85,9 +103,19 @@ def resolution_json(res: Resolution, size: RemoteSize | None = None) -> dict[str
             {"filename": c.filename, "version": str(c.version), "tag": v.best_tag}
             for c, v in res.compatible[1:]
         ],
-        "rejected": [{"filename": c.filename, "reasons": list(v.reasons)} for c, v in res.rejected],
+        "rejected": [
+            {
+                "filename": c.filename,
+                "reasons": list(v.reasons),
+                "variant": _screening_json(res, c.url)["variant"],
+            }
+            for c, v in res.rejected
+        ],
         "notes": list(res.notes),
         "sources": list(res.sources),
+        "variant": res.variant,
+        "read_before_download": {"requests": res.probe_requests, "bytes": res.probe_bytes},
+        "plan": plan.to_dict() if plan is not None else None,
     }
 
 
@@ -99,13 +127,47 @@ def _targets(args: argparse.Namespace) -> list[Target]:
 
 
 def _sizes(results: list[Resolution], idx: IndexClient, want: bool) -> dict[str, RemoteSize]:
+    """The chosen wheels' sizes from their central directories (kept per sha256)."""
     sizes: dict[str, RemoteSize] = {}
     if not want:
         return sizes
+    probe = WheelProbe.for_index(idx)
     for r in results:
         if r.wheel is not None and r.wheel.url not in sizes:
-            sizes[r.wheel.url] = remote_wheel_size(r.wheel.url, client=idx.client)
+            f = probe.sizes(r.wheel)
+            if f.files is None or f.zipped is None or f.unzipped is None:
+                continue  # the server ignores Range
+            sizes[r.wheel.url] = RemoteSize(
+                url=r.wheel.url,
+                zipped=f.zipped,
+                unzipped=f.unzipped,
+                members=f.files,
+                largest=f.largest,
+                requests=0,
+                ranged=True,
+            )
     return sizes
+
+
+def _plan(
+    res: Resolution, idx: IndexClient, args: argparse.Namespace
+) -> tuple[Plan | None, str | None]:
+    """The plan of the chosen wheel's closure, or why there is none."""
+    if res.wheel is None or not args.size or args.all:
+        return None, None
+    pinned = f"{res.package}=={res.wheel.version}"
+    try:
+        _, plan = closure_plan(
+            [pinned],
+            res.target,
+            idx,
+            variant=args.variant,
+            verify_elf=args.verify_elf,
+            prereleases=True if args.pre else None,
+        )
+    except (NoCompatibleWheel, NetworkError) as exc:
+        return None, f"no plan for the closure of {pinned}: {exc}"
+    return plan, None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,13 +177,26 @@ def run(args: argparse.Namespace) -> int:
     prereleases = True if args.pre else None
     with index_client_from_args(args) as idx:
         results = [
-            resolve_target(t, idx, package=args.package, version=spec, prereleases=prereleases)
+            resolve_target(
+                t,
+                idx,
+                package=args.package,
+                version=spec,
+                prereleases=prereleases,
+                variant=args.variant,
+                verify_elf=args.verify_elf,
+            )
             for t in targets
         ]
         sizes = _sizes(results, idx, args.size)
+        plan, plan_error = _plan(results[0], idx, args)
+    if plan_error is not None:
+        results[0].notes.append(plan_error)
     missing = sum(1 for r in results if r.wheel is None)
     if args.json:
-        docs = [resolution_json(r, sizes.get(r.wheel.url) if r.wheel else None) for r in results]
+        docs = [
+            resolution_json(r, sizes.get(r.wheel.url) if r.wheel else None, plan) for r in results
+        ]
         if args.all:
             print_json({"schema": "torchwheel.resolve-matrix/1", "results": docs})
         else:
@@ -130,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         _print_matrix(results, sizes, args)
     else:
         _print_one(results[0], sizes, args)
+        if plan is not None:
+            render_plan(plan)
     return 1 if missing else 0
 
 
@@ -140,7 +217,7 @@ def _size_notes(size: RemoteSize) -> list[str]:
     q = quotas()
     notes = [
         f"{human_bytes(size.zipped)} zipped, {human_bytes(size.unzipped)} unzipped "
-        f"({size.members} files; read with {size.requests} range request(s))"
+        f"({size.members} files, read from the zip directory by HTTP ranges)"
     ]
     if size.unzipped > q.unzipped:
         notes.append(

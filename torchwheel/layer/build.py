@@ -32,6 +32,7 @@ from ..progress import ProgressCallback, Step, bytes_callback
 from ..progress import step as progress_step
 from ..report import human_bytes
 from ..resolution import DEFAULT_INDEX_URL, resolve_target
+from ..screen import check_want
 from ..targets import Target, make_target
 from ..zipwrite import DEFAULT_COMPRESSLEVEL, ZipResult, write_layer_zip
 from . import bytecode, slimming, stripping
@@ -81,8 +82,11 @@ class BuildOptions:
     no_index: bool = False
     offline: bool = False
     cache_dir: Path | None = None
+    variant: str = "cpu"  # torch build to accept: cpu, cuda, rocm, xpu, any (issue 11)
+    verify_elf: bool = False  # read every wheel's ELF needs before download, not only linux_*
 
     def __post_init__(self) -> None:
+        check_want(self.variant)
         if self.output is None and self.tree is None:
             raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")
         layer_prefix(self.target, self.layout)  # an unknown layout raises
@@ -149,6 +153,8 @@ def build_layer(
     packed: bool = False,
     zstd_level: int | None = None,
     compile_bytecode: bool = False,
+    variant: str = "cpu",
+    verify_elf: bool = False,
 ) -> LayerReport:
     """Build a Lambda layer for ``packages``: a requirement string or local ``.whl`` path, or
     a sequence of them (anything else raises :class:`TypeError`).
@@ -168,6 +174,10 @@ def build_layer(
     and stripping (see :func:`~torchwheel.layer.bytecode.compile_bytecode`); it needs the
     running interpreter to be the target's CPython and raises :class:`InputError` before any
     download otherwise.
+
+    ``variant`` is the torch build to take (``cpu``: a CUDA/ROCm/XPU build is never chosen;
+    ``cuda``, ``rocm``, ``xpu`` or ``any`` to opt in); ``verify_elf`` reads every wheel's ELF
+    needs before choosing it (``linux_*`` wheels always): see :mod:`torchwheel.screen`.
 
     The keywords make a :class:`BuildOptions`; :func:`run_build` takes one directly.
     """
@@ -194,6 +204,8 @@ def build_layer(
         no_index=no_index,
         offline=offline,
         cache_dir=Path(cache_dir) if cache_dir else None,
+        variant=variant,
+        verify_elf=verify_elf,
     )
     return run_build(options, index=index, client=client, progress=progress)
 
@@ -297,23 +309,28 @@ def _resolve_and_fetch(
     index: IndexClient | None,
     client: httpx.Client | None,
     clock: _Clock,
+    closure: Closure | None = None,
 ) -> _Fetched:
-    """Resolve the closure and fetch every wheel (and zstandard for a packed layer)."""
+    """Resolve the closure (unless given) and fetch every wheel (and zstandard for a packed
+    layer)."""
     own_index = index is None
     idx = index if index is not None else _open_index(options, client)
     try:
-        with clock.step("resolve", since_start=True, unit="packages") as s:
-            closure = resolve_closure(
-                list(options.packages),
-                options.target,
-                idx,
-                version=options.version,
-                no_deps=options.no_deps,
-                include_runtime_packages=options.include_runtime_packages,
-                prereleases=options.prereleases,
-                cache_dir=options.cache_dir,
-            )
-            s.update(files_done=len(closure.pins))
+        if closure is None:  # given: resolved (and reported) by the caller
+            with clock.step("resolve", since_start=True, unit="packages") as s:
+                closure = resolve_closure(
+                    list(options.packages),
+                    options.target,
+                    idx,
+                    version=options.version,
+                    no_deps=options.no_deps,
+                    include_runtime_packages=options.include_runtime_packages,
+                    prereleases=options.prereleases,
+                    cache_dir=options.cache_dir,
+                    variant=options.variant,
+                    verify_elf=options.verify_elf,
+                )
+                s.update(files_done=len(closure.pins))
         http = idx.client if client is None else client
         wheels = _fetch_all(options, closure.pins, http, clock)
         zstd_wheel = None
@@ -592,15 +609,18 @@ def run_build(
     index: IndexClient | None = None,
     client: httpx.Client | None = None,
     progress: ProgressCallback | None = None,
+    closure: Closure | None = None,
 ) -> LayerReport:
     """Build the layer ``options`` describe (see :func:`build_layer`).
 
     ``index`` is used as given (and left open); without one an
     :class:`~torchwheel.index.IndexClient` is made from the options' index fields (on
-    ``client`` when given) and closed after the downloads.
+    ``client`` when given) and closed after the downloads. ``closure`` is the closure already
+    resolved for these options (``build`` resolves it first to print the plan), so it is not
+    resolved again.
     """
     clock = _Clock(progress)
-    fetched = _resolve_and_fetch(options, index, client, clock)
+    fetched = _resolve_and_fetch(options, index, client, clock, closure)
     built = _assemble(options, fetched, clock)
     clock.timings["total"] = time.perf_counter() - clock.start
     return _report(options, fetched, built, client, clock.timings)
