@@ -8,4 +8,5 @@ pytest_plugins: list[str] = [
     "tests.support.packed",
     "tests.support.realwheels",
     "tests.support.loaderelves",
+    "tests.support.images",
 ]

@@ -425,7 +425,13 @@ def _image_libraries(os_short: str) -> dict[str, SystemLibraryFact]:
 
 
 def system_libraries(runtime: Runtime) -> dict[str, SystemLibraryFact]:
-    """The libraries the runtime's image provides (or is known not to), by file name."""
+    """The libraries the runtime's image provides (or is known not to), by file name.
+
+    Empty for an OS the facts file does not describe (a container image judged by its own
+    files, see checks/imagesys.py).
+    """
+    if runtime.os_short not in facts()["system_libraries"]["images"]:
+        return {}
     return dict(_image_libraries(runtime.os_short))
 
 

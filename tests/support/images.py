@@ -266,31 +266,47 @@ def _up_to(names: list[str], prefix: str, ceiling: tuple[int, ...]) -> list[str]
     return out
 
 
+def build_fake_library(
+    directory: Path, soname: str, ceilings: Mapping[str, str], compiler: str = "gcc"
+) -> Path:
+    """``soname`` defining the host copy's versions of each prefix up to its ceiling only.
+
+    ``build_fake_library(d, "libc.so.6", {"GLIBC_": "2.26"})``: GLIBC_2.2.5 … GLIBC_2.26, in
+    the host glibc's own order (no GLIBC_2.19–2.21 on x86_64, as on the real thing).
+    """
+    host = _host_versions(soname, compiler)
+    versions = [
+        v
+        for v in host
+        for prefix, ceiling in ceilings.items()
+        if v in _up_to([v], prefix, tuple(map(int, ceiling.split("."))))
+    ]
+    tag = "-".join(ceilings.values())
+    return _versioned_library(directory, soname, versions, f"{soname}-{tag}")
+
+
 def build_fake_libc(directory: Path, ceiling: str) -> Path:
     """``libc.so.6`` defining the host glibc's GLIBC_2.x versions up to ``ceiling`` only."""
-    versions = _up_to(
-        _host_versions("libc.so.6", "gcc"), "GLIBC_", tuple(map(int, ceiling.split(".")))
-    )
-    return _versioned_library(directory, "libc.so.6", versions, f"libc-{ceiling}.so")
-
-
-def build_fake_libstdcxx(directory: Path, glibcxx: str, cxxabi: str) -> Path:
-    """``libstdc++.so.6`` defining GLIBCXX_ / CXXABI_ versions up to the given ceilings."""
-    host = _host_versions("libstdc++.so.6", "g++")
-    versions = _up_to(host, "GLIBCXX_", tuple(map(int, glibcxx.split(".")))) + _up_to(
-        host, "CXXABI_", tuple(map(int, cxxabi.split(".")))
-    )
-    return _versioned_library(directory, "libstdc++.so.6", versions, f"libstdc++-{glibcxx}.so")
+    return build_fake_library(directory, "libc.so.6", {"GLIBC_": ceiling})
 
 
 @dataclass(frozen=True)
 class SystemLibs:
-    """gcc-built stand-ins of an Amazon Linux image's glibc and libstdc++."""
+    """gcc-built stand-ins of an Amazon Linux image's glibc, libm, libgcc_s and libstdc++."""
 
-    libc_226: bytes
-    libc_234: bytes
-    libstdcxx_al2: bytes  # GLIBCXX_3.4.24 / CXXABI_1.3.11 (gcc 7)
-    libstdcxx_al2023: bytes  # GLIBCXX_3.4.29 / CXXABI_1.3.13 (gcc 11)
+    al2: dict[str, bytes]  # glibc 2.26, gcc 7 (GLIBCXX_3.4.24 / CXXABI_1.3.11, GCC_7.0.0)
+    al2023: dict[str, bytes]  # glibc 2.34, gcc 11 (GLIBCXX_3.4.29 / CXXABI_1.3.13)
+
+
+def _system_set(d: Path, glibc: str, glibcxx: str, cxxabi: str, gcc: str) -> dict[str, bytes]:
+    return {
+        "libc.so.6": build_fake_libc(d, glibc).read_bytes(),
+        "libm.so.6": build_fake_library(d, "libm.so.6", {"GLIBC_": glibc}).read_bytes(),
+        "libgcc_s.so.1": build_fake_library(d, "libgcc_s.so.1", {"GCC_": gcc}).read_bytes(),
+        "libstdc++.so.6": build_fake_library(
+            d, "libstdc++.so.6", {"GLIBCXX_": glibcxx, "CXXABI_": cxxabi}, "g++"
+        ).read_bytes(),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -300,27 +316,27 @@ def system_libs(tmp_path_factory: pytest.TempPathFactory) -> SystemLibs:
         pytest.skip("gcc and g++ are needed to build the image's system libraries")
     d = tmp_path_factory.mktemp("syslibs")
     return SystemLibs(
-        libc_226=build_fake_libc(d, "2.26").read_bytes(),
-        libc_234=build_fake_libc(d, "2.34").read_bytes(),
-        libstdcxx_al2=build_fake_libstdcxx(d, "3.4.24", "1.3.11").read_bytes(),
-        libstdcxx_al2023=build_fake_libstdcxx(d, "3.4.29", "1.3.13").read_bytes(),
+        al2=_system_set(d / "al2", "2.26", "3.4.24", "1.3.11", "7.0.0"),
+        al2023=_system_set(d / "al2023", "2.34", "3.4.29", "1.3.13", "11.0.0"),
     )
 
 
 def base_layer(libs: SystemLibs, glibc: str, python: str = "3.12") -> dict[str, object]:
-    """A Lambda-like base layer: /lib64 -> usr/lib64 (AL2023 style), glibc, libstdc++, python."""
+    """A Lambda-like base layer: /lib64 -> usr/lib64 (merged /usr, as on AL2023), glibc 2.26
+    or 2.34 (libc.so.6 a symlink to the versioned file, as on AL2), libm, libgcc_s,
+    libstdc++, /etc/os-release and /var/lang/bin/python3.X."""
     al2 = glibc == "2.26"
-    libc = libs.libc_226 if al2 else libs.libc_234
-    cxx = libs.libstdcxx_al2 if al2 else libs.libstdcxx_al2023
+    system = libs.al2 if al2 else libs.al2023
     name = "Amazon Linux 2" if al2 else "Amazon Linux 2023"
-    return {
+    layer: dict[str, object] = {
         "/lib64": Symlink("usr/lib64"),
-        f"/usr/lib64/libc-{glibc}.so": (libc, 0o755),
-        "/usr/lib64/libc.so.6": Symlink(f"libc-{glibc}.so"),
-        "/usr/lib64/libstdc++.so.6.0.99": (cxx, 0o755),
-        "/usr/lib64/libstdc++.so.6": Symlink("libstdc++.so.6.0.99"),
         "/etc/os-release": f'NAME="Amazon Linux"\nPRETTY_NAME="{name}"\n'.encode(),
         f"/var/lang/bin/python{python}": (b"#!/bin/sh\n", 0o755),
         "/var/lang/bin/python3": Symlink(f"python{python}"),
         "/var/runtime/bootstrap.py": b"# the runtime interface client\n",
     }
+    for soname, data in system.items():
+        real = f"{soname}.{glibc}" if soname != "libc.so.6" else f"libc-{glibc}.so"
+        layer[f"/usr/lib64/{real}"] = (data, 0o755)
+        layer[f"/usr/lib64/{soname}"] = Symlink(real)
+    return layer

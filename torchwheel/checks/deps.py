@@ -24,7 +24,10 @@ from .model import CheckState, Finding, InstalledDist, dist_label, finding
 __all__ = ["dist_findings"]
 
 
-def _runtime_provides(target: Target) -> set[str]:
+def _runtime_provides(target: Target, state: CheckState) -> set[str]:
+    if state.image is not None:  # a container image: what its runtime site-packages hold
+        names: set[str] = state.image.runtime_packages(target.python)
+        return names
     if target.runtime.python is None:
         return set()
     return {str(canonicalize_name(n)) for n in facts()["layer"]["runtime_packages"]}
@@ -80,11 +83,14 @@ def _version_ok(req: Requirement, have: InstalledDist) -> bool:
 
 
 def _dep_findings(
-    d: InstalledDist, target: Target, installed: dict[str, InstalledDist], label: str
+    d: InstalledDist,
+    target: Target,
+    installed: dict[str, InstalledDist],
+    label: str,
+    provided: set[str],
 ) -> list[Finding]:
     out: list[Finding] = []
     env = target.marker_environment()
-    provided = _runtime_provides(target)
     for text in d.requires:
         req = _applies(text, env)
         if req is None:
@@ -127,7 +133,8 @@ def dist_findings(state: CheckState, target: Target) -> list[Finding]:
     for d in reversed(visible):  # earlier sys.path entries win
         installed[d.key] = d
     findings: list[Finding] = []
+    provided = _runtime_provides(target, state)
     for d in sorted(installed.values(), key=lambda d: d.key):
         findings.extend(_tag_findings(d, target, state))
-        findings.extend(_dep_findings(d, target, installed, dist_label(d, state)))
+        findings.extend(_dep_findings(d, target, installed, dist_label(d, state), provided))
     return findings

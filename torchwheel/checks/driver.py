@@ -41,10 +41,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
+from ..image import is_image
 from ..progress import ProgressCallback, step
 from ..targets import Target, all_targets, make_target, normalize_arch, parse_python
 from ..zipread import ZipReader, inflate_backend
 from .deps import dist_findings
+from .image import read_image
 from .layout import layout_findings, symlink_findings, target_layout_findings
 from .libraries import elf_findings
 from .model import (
@@ -168,6 +170,66 @@ def _verdict(
     )
 
 
+def _the_image(paths: list[str], function: str | Path | None) -> str | None:
+    """The container image among ``paths`` (it must be alone), or None."""
+    images = [p for p in paths if is_image(p)]
+    if not images:
+        return None
+    if len(paths) > 1 or function is not None:
+        raise InputError(
+            f"{images[0]}: a container image is checked alone (its /var/task and /opt are "
+            "the whole deployment)"
+        )
+    return images[0]
+
+
+def _check_image(
+    path: str,
+    arch: str | None,
+    python: str | None,
+    runtime: str | None,
+    ignored: tuple[str, ...],
+    record: bool,
+    workers: int | None,
+    t0: float,
+) -> CheckReport:
+    """An image (checks/image.py): one target, the image's own files as the system."""
+    read = read_image(
+        path, arch=arch, python=python, runtime=runtime, record=record, workers=workers
+    )
+    try:
+        state = read.state
+        generic = [*read.generic, *layout_findings(state.entries), *record_findings(state, record)]
+        for extra in EXTRA_CHECKS:
+            generic.extend(extra(state, None))
+        verdict = _verdict(
+            state, read.target, [f for f in generic if f.code not in ignored], ignored
+        )
+        return CheckReport(
+            paths=(path,),
+            single_target=True,
+            findings=verdict.findings,
+            verdicts=(verdict,),
+            sizes=read.sizes,
+            distributions=tuple(
+                {"name": d.name, "version": d.version, "path": dist_label(d, state)}
+                for d in state.dists
+            ),
+            elf_files=len(state.elves),
+            members=len(state.entries),
+            bytes_read=state.bytes_read,
+            record_checked=record,
+            inflate="zlib",
+            seconds=time.perf_counter() - t0,
+            ignored=ignored,
+            inputs=read.inputs,
+            truth=read.truth,
+            image=read.image,
+        )
+    finally:
+        read.close()
+
+
 def _paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """``paths`` as a list of strings: one path is one input, never its characters."""
     if isinstance(paths, (str, os.PathLike)):
@@ -214,6 +276,9 @@ def check(
     if not paths:
         raise InputError("check: name at least one zip file")
     ignored = _ignored(ignore)
+    image = _the_image([str(p) for p in paths], function)
+    if image is not None:
+        return _check_image(image, arch, python, runtime, ignored, record, workers, t0)
     targets, single = _targets(runtime, arch, python)
     fn_path = str(function) if function is not None else None
     all_paths = [str(p) for p in paths]

@@ -103,6 +103,9 @@ class _Judged:
 
 
 def _environment(state: CheckState, target: Target) -> Environment:
+    if state.image is not None:  # a container image: its own LD_LIBRARY_PATH and directories
+        env: Environment = state.image.environment()
+        return env
     return Environment(
         machine=target.machine,
         ld_library_path=(*state.extra_library_path, *ld_library_path(target.runtime)),

@@ -63,11 +63,13 @@ CODES: dict[str, str] = {
     "record-mismatch": ERROR,
     "packed-manifest": ERROR,
     "unzipped-too-large": ERROR,
+    "image-too-large": ERROR,
     "too-many-layers": ERROR,
     "nested-zip": WARNING,
     "foreign-pycache": WARNING,
     "zipped-over-direct-upload": WARNING,
     "ephemeral-storage": WARNING,
+    "image-differs-from-runtime": WARNING,
     "crc-not-checked": INFO,
 }
 

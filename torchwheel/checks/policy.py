@@ -25,6 +25,11 @@ INFORMATIONAL: dict[str, str] = {
         "the zip is over the 50 MB direct-upload limit: deploy it through S3 (SAM, CDK and "
         "Terraform do); the layer itself is fine"
     ),
+    "image-differs-from-runtime": (
+        "a container image's own glibc / libstdc++ / CPython differ from what the facts file "
+        "says of the runtime it claims; the image is judged by its own files, so the finding "
+        "is about the facts, not something to change in the image"
+    ),
 }
 
 #: Warning codes ``strict`` fails on: each names something to change.
@@ -32,7 +37,6 @@ ACTIONABLE: dict[str, str] = {
     "nested-zip": "a zip or wheel inside the layer that Lambda will not extract",
     "foreign-pycache": "bytecode for another Python that is dead weight",
     "ephemeral-storage": "a packed layer needs more /tmp than the default: set EphemeralStorage",
-    "image-differs-from-runtime": "an image whose system differs from the runtime's facts",
 }
 
 

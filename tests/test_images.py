@@ -1,0 +1,472 @@
+"""Container images (issue 14): the reader, and `check image.tar` judging /var/task and /opt
+against the image's own files.
+
+Images are built here without a daemon (tests/support/images.py): layers are tar files, the
+config and manifest JSON per the OCI image spec, in three shapes (docker save, OCI layout in
+a tar, OCI layout directory). The base layer's libc.so.6 / libm / libgcc_s / libstdc++ are
+built by gcc with version scripts that stop at Amazon Linux 2's or 2023's ceilings; the
+function's native code is tests/support/elves.py's gcc-built objects (one needs GLIBC_2.28).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.elves import Elves
+from tests.support.images import (
+    OPAQUE,
+    WHITEOUT,
+    Symlink,
+    SystemLibs,
+    base_layer,
+    layer_tar,
+    write_image,
+)
+from tests.support.wheels import make_wheel
+from torchwheel.checks import CheckReport, check
+from torchwheel.errors import ArchiveError, InputError
+from torchwheel.image import is_image, open_image
+from torchwheel.imagefs import FileSystem, list_layer, open_member
+
+FORMATS = ("docker-save", "oci-tar", "oci-dir")
+TAG = "cpython-312-x86_64-linux-gnu"
+
+
+def _write(tmp: Path, name: str, layers: list[dict[str, object]], fmt: str, **kw: object) -> Path:
+    dest = tmp / (name if fmt == "oci-dir" else f"{name}.tar")
+    if fmt == "oci-dir":
+        dest.mkdir(parents=True)
+    return write_image(dest, layers, fmt=fmt, **kw)  # type: ignore[arg-type]
+
+
+def _merged(path: Path) -> dict[str, tuple[str, int, str]]:
+    with open_image(str(path)) as image:
+        fs = FileSystem()
+        for layer in image.layers:
+            fs.apply(list_layer(layer))
+        return {p: (e.kind, e.size, e.link) for p, e in fs.files.items()}
+
+
+# -- the reader ----------------------------------------------------------------------------------
+
+
+def test_three_formats_read_the_same(tmp_path: Path) -> None:
+    layers: list[dict[str, object]] = [
+        {"/usr/lib64/libx.so.1": b"x" * 5000, "/lib64": Symlink("usr/lib64"), "/etc/a": b"a"},
+        {"/var/task/app.py": b"print(1)\n", "/var/task/bin/run": (b"#!/bin/sh\n", 0o755)},
+    ]
+    seen = []
+    for fmt in FORMATS:
+        path = _write(tmp_path, fmt, layers, fmt)
+        assert is_image(str(path))
+        with open_image(str(path)) as image:
+            assert image.format == ("docker-save" if fmt == "docker-save" else "oci-layout")
+            assert image.config.architecture == "amd64" and image.tags == ("example/app:latest",)
+            assert image.config.getenv("LAMBDA_TASK_ROOT") == "/var/task"
+            diff_ids = [layer.diff_id for layer in image.layers]
+        seen.append((diff_ids, _merged(path)))
+    assert seen[0] == seen[1] == seen[2]
+    files = seen[0][1]
+    assert files["/var/task/bin/run"][:2] == ("file", 10)
+    assert files["/lib64"] == ("symlink", 0, "usr/lib64")
+
+
+def test_whiteouts_opaque_dirs_and_replacements(tmp_path: Path) -> None:
+    base: dict[str, object] = {
+        "/usr/lib64/liba.so.1": b"a",
+        "/usr/lib64/libb.so.1": b"b",
+        "/opt/python/old/__init__.py": b"",
+        "/opt/python/old/mod.py": b"",
+        "/opt/data/x": b"x",
+        "/var/task/keep.py": b"",
+    }
+    top: dict[str, object] = {
+        "/usr/lib64/liba.so.1": WHITEOUT,  # a file
+        "/opt/python/old": WHITEOUT,  # a directory and all below it
+        "/opt/data": OPAQUE,  # hides what lower layers put there...
+        "/opt/data/y": b"y",  # ...but not what this layer adds
+    }
+    again: dict[str, object] = {"/usr/lib64/liba.so.1": b"back", "/var/task/keep.py": b"new"}
+    for fmt in FORMATS:
+        files = _merged(_write(tmp_path, f"wh-{fmt}", [base, top, again], fmt))
+        assert "/usr/lib64/libb.so.1" in files
+        assert files["/usr/lib64/liba.so.1"][1] == 4  # whited out, then added again above
+        assert not any(p.startswith("/opt/python/old") for p in files)
+        assert "/opt/data/x" not in files and "/opt/data/y" in files
+        assert files["/var/task/keep.py"][1] == 3
+        assert not any(".wh." in p for p in files)
+
+
+def test_file_replacing_a_directory_hides_its_contents(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "rep",
+        [{"/opt/lib/a.so": b"a", "/opt/lib/sub/b.so": b"b"}, {"/opt/lib": Symlink("/usr/lib64")}],
+        "oci-tar",
+    )
+    files = _merged(path)
+    assert files["/opt/lib"][0] == "symlink"
+    assert not any(p.startswith("/opt/lib/") for p in files)
+
+
+def test_symlink_resolution_and_member_reads(tmp_path: Path) -> None:
+    layers: list[dict[str, object]] = [
+        {
+            "/lib64": Symlink("usr/lib64"),
+            "/usr/lib64/libc-2.26.so": b"\x7fELF" + b"c" * 100,
+            "/usr/lib64/libc.so.6": Symlink("libc-2.26.so"),
+            "/usr/lib64/abs": Symlink("/lib64/libc.so.6"),
+            "/loop/a": Symlink("b"),
+            "/loop/b": Symlink("a"),
+            "/dangling": Symlink("/nowhere"),
+        }
+    ]
+    for fmt in ("docker-save", "oci-tar"):
+        with open_image(str(_write(tmp_path, f"sym-{fmt}", layers, fmt))) as image:
+            fs = FileSystem()
+            fs.apply(list_layer(image.layers[0]))
+            assert fs.resolve("/lib64/libc.so.6") == "/usr/lib64/libc-2.26.so"
+            assert fs.resolve("/usr/lib64/abs") == "/usr/lib64/libc-2.26.so"
+            assert fs.resolve("/loop/a") is None and fs.resolve("/dangling") is None
+            entry = fs.files["/usr/lib64/libc-2.26.so"]
+            with open_member(image.layers[0], entry) as f:
+                assert f.read(4) == b"\x7fELF"
+                f.seek(100)
+                assert f.read() == b"c" * 4
+                f.seek(0)  # backwards: a compressed layer is streamed again
+                assert len(f.read()) == 104
+
+
+def test_long_names_and_hardlinks(tmp_path: Path) -> None:
+    deep = "/var/task/" + "/".join(["d" * 60] * 4) + "/module.py"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in ((deep.lstrip("/"), b"long"), ("var/task/orig.so", b"ELF!")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("var/task/link.so")
+        link.type, link.linkname = tarfile.LNKTYPE, "var/task/orig.so"
+        tf.addfile(link)
+    gnu = buf.getvalue()
+    pax = layer_tar({deep: b"long"})
+    for n, blob in enumerate((gnu, pax)):
+        path = tmp_path / f"l{n}.tar"
+        # a docker-save tarball around the raw layer
+        import hashlib
+
+        diff = hashlib.sha256(blob).hexdigest()
+        config = json.dumps(
+            {"architecture": "amd64", "os": "linux", "rootfs": {"diff_ids": [f"sha256:{diff}"]}}
+        ).encode()
+        members = {
+            "c.json": config,
+            "l/layer.tar": blob,
+            "manifest.json": json.dumps([{"Config": "c.json", "Layers": ["l/layer.tar"]}]).encode(),
+        }
+        with tarfile.open(path, "w") as tf:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        files = _merged(path)
+        assert files[deep][:2] == ("file", 4)
+        if n == 0:
+            assert files["/var/task/link.so"][:2] == ("file", 4)
+
+
+def test_broken_images_are_one_clear_error(tmp_path: Path) -> None:
+    good = _write(tmp_path, "good", [{"/var/task/a.py": b"a"}], "docker-save")
+    data = bytearray(good.read_bytes())
+    # a flipped byte inside the layer: its diff_id no longer matches
+    pos = data.find(b"a.py")
+    data[pos + 600] ^= 0xFF if data[pos + 600] else 0x01
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError) as err:
+        check([bad])
+    assert "bad.tar" in str(err.value)
+    with (
+        pytest.raises(ArchiveError, match="does not match the config's diff_id"),
+        open_image(str(bad)) as image,
+    ):
+        for layer in image.layers:
+            list_layer(layer)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[:1500])
+    with pytest.raises(ArchiveError, match=r"cut\.tar"):
+        check([cut])
+    two = tmp_path / "two.tar"
+    with tarfile.open(good) as src, tarfile.open(two, "w") as dst:
+        for m in src.getmembers():
+            f = src.extractfile(m)
+            if m.name == "manifest.json" and f is not None:
+                doc = json.loads(f.read())
+                payload = json.dumps(doc + doc).encode()
+                m.size = len(payload)
+                dst.addfile(m, io.BytesIO(payload))
+            else:
+                dst.addfile(m, f)
+    with pytest.raises(InputError, match="holds 2 images"):
+        check([two])
+    with pytest.raises(InputError, match="checked alone"):
+        check([good, good])
+
+
+def test_multi_platform_index_is_chosen_by_arch(tmp_path: Path) -> None:
+    amd = _write(tmp_path, "amd", [{"/var/task/a.py": b"x86"}], "oci-dir", arch="amd64")
+    arm = _write(tmp_path, "arm", [{"/var/task/a.py": b"arm!"}], "oci-dir", arch="arm64")
+    # merge arm's blobs and index entry into amd's layout: one multi-platform image
+    for blob in (arm / "blobs" / "sha256").iterdir():
+        (amd / "blobs" / "sha256" / blob.name).write_bytes(blob.read_bytes())
+    index = json.loads((amd / "index.json").read_text())
+    index["manifests"] += json.loads((arm / "index.json").read_text())["manifests"]
+    (amd / "index.json").write_text(json.dumps(index))
+    with pytest.raises(InputError, match=r"holds 2 images \(linux/amd64, linux/arm64\)"):
+        open_image(str(amd))
+    with open_image(str(amd), arch="arm64") as image:
+        assert image.config.architecture == "arm64"
+
+
+def test_zstd_layer(tmp_path: Path) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    path = _write(tmp_path, "z", [{"/var/task/a.py": b"zstd" * 1000}], "oci-dir")
+    manifest_desc = json.loads((path / "index.json").read_text())["manifests"][0]
+    blobs = path / "blobs" / "sha256"
+    manifest = json.loads((blobs / manifest_desc["digest"][7:]).read_text())
+    layer = manifest["layers"][0]
+    raw = gzip.decompress((blobs / layer["digest"][7:]).read_bytes())
+    z = zstandard.ZstdCompressor().compress(raw)
+    import hashlib
+
+    zd = hashlib.sha256(z).hexdigest()
+    (blobs / zd).write_bytes(z)
+    layer.update(
+        digest=f"sha256:{zd}", size=len(z), mediaType="application/vnd.oci.image.layer.v1.tar+zstd"
+    )
+    mbytes = json.dumps(manifest).encode()
+    md = hashlib.sha256(mbytes).hexdigest()
+    (blobs / md).write_bytes(mbytes)
+    manifest_desc.update(digest=f"sha256:{md}", size=len(mbytes))
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}))
+    with open_image(str(path)) as image:
+        listing = list_layer(image.layers[0])
+        assert listing.compression == "zstd" and listing.digest == image.layers[0].diff_id
+
+
+# -- check: the image's own files are the truth --------------------------------------------------
+
+
+def _app(elves: Elves, **extra: object) -> dict[str, object]:
+    return {
+        "/var/task/app.py": b"import fast\n",
+        f"/var/task/fast.{TAG}.so": (elves.read("fcntl64"), 0o755),  # needs GLIBC_2.28
+        f"/var/task/plain.{TAG}.so": (elves.read("plain"), 0o755),
+        **extra,
+    }
+
+
+def _image(
+    tmp: Path,
+    name: str,
+    libs: SystemLibs,
+    glibc: str,
+    app: dict[str, object],
+    fmt: str = "oci-tar",
+    more: list[dict[str, object]] | None = None,
+) -> Path:
+    return _write(tmp, name, [base_layer(libs, glibc), *(more or []), app], fmt)
+
+
+def codes(report: CheckReport, severity: str | None = None) -> set[str]:
+    return {f.code for f in report.findings if severity in (None, f.severity)}
+
+
+def test_glibc_228_fails_on_226_image_and_passes_on_234(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    for fmt in FORMATS:
+        old = check([_image(tmp_path, f"al2-{fmt}", system_libs, "2.26", _app(elves), fmt)])
+        (f,) = [f for f in old.findings if f.code == "glibc-too-new"]
+        assert f.path.endswith(f"/var/task:fast.{TAG}.so") and "@sha256:" in f.path
+        assert "GLIBC_2.28" in f.message and "glibc 2.26" in f.message
+        assert not old.ok
+        new = check([_image(tmp_path, f"al2023-{fmt}", system_libs, "2.34", _app(elves), fmt)])
+        assert new.ok and codes(new) == set(), new.findings
+
+
+def test_the_image_is_the_truth_and_says_so(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    # python3.12 on glibc 2.26: not what the facts file says python3.12 is (AL2023, 2.34)
+    r = check([_image(tmp_path, "mixed", system_libs, "2.26", _app(elves))])
+    truth = r.truth
+    assert truth["source"] == "image" and truth["glibc"] == "2.26"
+    assert truth["glibc_from"].startswith("/usr/lib64/libc-2.26.so in layer sha256:")
+    assert truth["glibcxx"] == "3.4.24" and truth["cxxabi"] == "1.3.11"
+    assert truth["python"] == "3.12" and truth["python_from"] == "/var/lang/bin/python3.12"
+    assert truth["architecture"] == "x86_64" and truth["architecture_from"] == "image config"
+    assert truth["ld_library_path_from"] == "image config"
+    assert truth["claimed_runtime"] == "python3.12"
+    (w,) = [f for f in r.findings if f.code == "image-differs-from-runtime"]
+    assert w.severity == "warning" and "python3.12" in w.message
+    assert {d["what"] for d in w.detail["differences"]} == {"glibc", "GLIBCXX", "CXXABI"}
+    # the image agrees with the facts for python3.12: no warning; a zip's truth is the facts
+    agree = check([_image(tmp_path, "agree", system_libs, "2.34", _app(elves))])
+    assert "image-differs-from-runtime" not in codes(agree)
+    data = agree.to_dict()
+    assert data["image"]["format"] == "oci-layout" and len(data["image"]["layers"]) == 2
+    assert data["inputs"][0]["kind"] == "image"
+    assert data["sizes"]["unzipped_limit"] == 10 * 1024**3
+
+
+def test_whiteout_deleting_a_needed_library(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    dep: dict[str, object] = {"/usr/lib64/libdep.so.1": (elves.read("dep"), 0o755)}
+    app = _app(elves, **{f"/var/task/uses.{TAG}.so": (elves.read("uses_dep"), 0o755)})
+    for fmt in FORMATS:
+        present = check([_image(tmp_path, f"dep-{fmt}", system_libs, "2.34", app, fmt, [dep])])
+        assert present.ok, present.findings
+        gone = check(
+            [
+                _image(
+                    tmp_path,
+                    f"gone-{fmt}",
+                    system_libs,
+                    "2.34",
+                    app,
+                    fmt,
+                    [dep, {"/usr/lib64/libdep.so.1": WHITEOUT}],
+                )
+            ]
+        )
+        (f,) = gone.findings
+        assert f.code == "missing-shared-library" and f.severity == "error"
+        assert "libdep.so.1" in f.message and f.path.endswith(f"/var/task:uses.{TAG}.so")
+        # an opaque directory hides what the layers beneath put there
+        rt_dep: dict[str, object] = {"/var/runtime/lib/libdep.so.1": (elves.read("dep"), 0o755)}
+        hidden: dict[str, object] = {"/var/runtime/lib": OPAQUE, "/var/runtime/lib/x.txt": b""}
+        seen = check([_image(tmp_path, f"rt-{fmt}", system_libs, "2.34", app, fmt, [rt_dep])])
+        assert seen.ok, seen.findings
+        opaque = _image(tmp_path, f"opq-{fmt}", system_libs, "2.34", app, fmt, [rt_dep, hidden])
+        assert codes(check([opaque])) == {"missing-shared-library"}
+    # without its libc the image cannot be judged at all: one clear error
+    no_libc = _image(
+        tmp_path, "nolibc", system_libs, "2.34", app, "oci-tar", [{"/usr/lib64": OPAQUE}]
+    )
+    with pytest.raises(InputError, match=r"no libc\.so\.6"):
+        check([no_libc])
+
+
+def test_docker_save_and_oci_layout_give_the_same_answer(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    app = _app(
+        elves,
+        **{
+            f"/var/task/cx.{TAG}.so": (elves.read("cxx_new"), 0o755),  # GLIBCXX_3.4.30
+            "/var/task/arm.so": (elves.read("aarch64"), 0o755),
+            "/opt/python/lib/python3.11/site-packages/x.py": b"",
+        },
+    )
+    answers = []
+    for fmt in FORMATS:
+        path = _image(tmp_path, f"same-{fmt}", system_libs, "2.26", app, fmt)
+        r = check([path])
+        answers.append(
+            sorted(
+                (f.code, f.severity, f.path.replace(str(path), "<img>"), f.message)
+                for f in r.findings
+            )
+        )
+    assert answers[0] == answers[1] == answers[2]
+    got = {row[0] for row in answers[0]}
+    assert {"glibc-too-new", "glibcxx-too-new", "elf-arch-mismatch", "wrong-python-dir"} <= got
+
+
+def test_arch_and_python_come_from_the_image(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    path = _image(tmp_path, "img", system_libs, "2.34", _app(elves))
+    with pytest.raises(InputError, match="is x86_64"):
+        check([path], arch="arm64")
+    with pytest.raises(InputError, match=r"runs CPython 3\.12"):
+        check([path], python="3.11")
+    assert check([path], arch="x86_64", python="3.12").ok
+    # --runtime names what the image claims to be (compared, not used for the verdict)
+    r = check([path], runtime="python3.11")
+    assert r.truth["claimed_runtime"] == "python3.11"
+    assert "image-differs-from-runtime" in codes(r) and codes(r, "error") == set()
+
+
+def test_dependencies_record_and_runtime_packages(tmp_path: Path, system_libs: SystemLibs) -> None:
+    wheel = make_wheel(tmp_path / "w", "app", "1.0", requires_dist=("boto3",))
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        installed: dict[str, object] = {f"/var/task/{n}": zf.read(n) for n in zf.namelist()}
+    r = check([_image(tmp_path, "nob", system_libs, "2.34", installed)])
+    (f,) = r.findings
+    assert f.code == "missing-dependency" and "boto3" in f.message
+    assert f.path.endswith("/var/task:app-1.0.dist-info")
+    runtime_boto: dict[str, object] = {
+        "/var/lang/lib/python3.12/site-packages/boto3-1.34.0.dist-info/METADATA": b"Name: boto3\n"
+    }
+    ok = check([_image(tmp_path, "boto", system_libs, "2.34", installed, more=[runtime_boto])])
+    assert ok.ok and ok.findings == ()
+    # a later layer changes a file RECORD lists: named with that layer's digest
+    tampered: dict[str, object] = {"/var/task/app/__init__.py": b"changed = True\n"}
+    layers = [runtime_boto, installed]
+    bad = check([_image(tmp_path, "bad", system_libs, "2.34", tampered, more=layers)])
+    (f,) = bad.findings
+    assert f.code == "record-mismatch" and f.detail["files"] == ["app/__init__.py"]
+    with open_image(str(tmp_path / "bad.tar")) as image:
+        top = image.layers[-1].short
+        below = image.layers[-2].short
+    assert below in f.path  # the distribution's layer; the message names the changed file
+    assert check(
+        [_image(tmp_path, "bad2", system_libs, "2.34", tampered, more=layers)], record=False
+    ).ok
+    assert top != below
+
+
+# -- the CLI: `docker save … | torchwheel check -` ------------------------------------------------
+
+
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "torchwheel", "check", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def test_cli_reads_an_image_from_stdin(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    old = _image(tmp_path, "old", system_libs, "2.26", _app(elves), "docker-save")
+    done = _cli("-", "--json", stdin=old.read_bytes())
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["paths"] == ["-"] and data["inputs"][0]["path"] == "<stdin>"
+    assert data["truth"]["source"] == "image"
+    assert "glibc-too-new" in {f["code"] for f in data["findings"]}
+    new = _image(tmp_path, "new", system_libs, "2.34", _app(elves), "docker-save")
+    zipped = gzip.compress(new.read_bytes())  # docker save … | gzip
+    done = _cli("-", stdin=zipped)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert "image" in out and "glibc 2.34" in out
+    broken = _cli("-", stdin=b"not an image at all" * 100)
+    assert broken.returncode == 2 and b"Traceback" not in broken.stderr
+    assert broken.stderr.decode().strip().count("\n") == 0
