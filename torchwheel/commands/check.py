@@ -26,16 +26,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "zips",
         nargs="+",
-        metavar="ZIP",
-        help="layer (or function) zips, in deployment order; checked together",
+        metavar="ZIP|DIR|IMAGE",
+        help="layer (or function) zips or build directories (sam build, cdk synth), in "
+        "deployment order, checked together; or one container image: a docker save tarball "
+        "or OCI layout (directory or tar), '-' to read it from stdin",
     )
     add_target_arguments(p)
     p.set_defaults(arch=None)
     p.add_argument(
         "--function",
-        metavar="ZIP",
-        help="the function's zip (mounted at /var/task); default: the first of "
-        "several zips without a python/ directory",
+        metavar="ZIP|DIR",
+        help="the function's zip or directory (mounted at /var/task); default: the first of "
+        "several inputs without a python/ directory (a SAM/CDK function directory alone too)",
     )
     p.add_argument(
         "--format",
