@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.indexserver import IndexServer
 from tests.support.layers import make_layer
 from tests.support.wheels import make_wheel
 from torchwheel.checks import CODES, WARNING, Finding
@@ -194,3 +195,21 @@ def test_bad_config_is_one_line_exit_2(
     assert rc == 2 and err.count("\n") == 1 and says in err, err
     if "finding code" not in says:
         assert str(proj / "pyproject.toml") in err
+
+
+def test_build_reads_the_target_from_config(
+    tmp_path: Path,
+    index_server: IndexServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index_server.add_project("six", [make_wheel(tmp_path / "w", "six", "1.17.0")])
+    proj = _project(tmp_path, 'runtime = "python3.12"\narch = "arm64"\nstrict = true\n')
+    monkeypatch.chdir(proj)
+    argv = ["build", "six", "--index-url", index_server.url, "-o", "l.zip", "--json", "-q"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["target"]["label"] == "python3.12/arm64"
+    assert main([*argv, "--arch", "x86_64"]) == 0  # the command line wins
+    assert json.loads(capsys.readouterr().out)["target"]["label"] == "python3.12/x86_64"
+    assert main([*argv, "--no-config", "--python", "3.11"]) == 0
+    assert json.loads(capsys.readouterr().out)["target"]["label"] == "python3.11/x86_64"

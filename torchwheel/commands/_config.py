@@ -7,10 +7,10 @@
     ignore = ["foreign-pycache"]
     strict = true
 
-``check`` reads it from the first ``pyproject.toml`` found in the current directory or above
-(or ``--config FILE``; ``--no-config`` skips it). Options on the command line win over the
-file; ``ignore`` lists add up. A section with an unknown key or a value of the wrong type is an
-input error naming the file (exit 2).
+``check`` reads all of it and ``build`` the target (runtime, arch, python), from the first
+``pyproject.toml`` in the current directory or above (or ``--config FILE``; ``--no-config``
+skips it). Options on the command line win over the file; ``ignore`` lists add up. A section
+with an unknown key or a value of the wrong type is an input error naming the file (exit 2).
 """
 
 from __future__ import annotations
@@ -110,9 +110,12 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_config(args: argparse.Namespace) -> ProjectConfig:
-    """Fill ``args``' unset target / ``strict`` from the config and add its ``ignore`` codes;
-    return the config used (empty with ``--no-config`` or without a file)."""
+def apply_config(
+    args: argparse.Namespace, keys: tuple[str, ...] = tuple(KEYS)
+) -> ProjectConfig:
+    """Fill ``args``' unset target / ``strict`` from the config and add its ``ignore`` codes
+    (only the ``keys`` the command takes: ``build`` takes the target alone); return the config
+    used (empty with ``--no-config`` or without a file)."""
     if getattr(args, "no_config", False):
         return ProjectConfig()
     path = args.config if getattr(args, "config", None) is not None else find_config()
@@ -122,9 +125,11 @@ def apply_config(args: argparse.Namespace) -> ProjectConfig:
         raise InputError(f"{path}: no such config file")
     cfg = load_config(path)
     for key in ("runtime", "arch", "python"):
-        if getattr(args, key, None) is None and getattr(cfg, key) is not None:
+        if key in keys and getattr(args, key, None) is None and getattr(cfg, key) is not None:
             setattr(args, key, getattr(cfg, key))
-    if cfg.strict is not None and getattr(args, "strict", None) is None:
+    if "strict" in keys and cfg.strict is not None and getattr(args, "strict", None) is None:
         args.strict = cfg.strict
-    args.ignore = [*cfg.ignore, *[c for c in getattr(args, "ignore", []) if c not in cfg.ignore]]
+    if "ignore" in keys:
+        given = getattr(args, "ignore", [])
+        args.ignore = [*cfg.ignore, *[c for c in given if c not in cfg.ignore]]
     return cfg

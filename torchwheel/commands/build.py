@@ -18,6 +18,7 @@ from ..progress import ProgressCallback
 from ..progress import step as progress_step
 from ..report import console, err_console, human_bytes, print_json
 from ..targets import make_target
+from ._config import add_config_arguments, apply_config
 from ._options import add_index_arguments, index_client_from_args, index_settings_from_args
 from ._plan import add_variant_arguments, closure_plan, render_plan
 from ._progress import add_quiet_argument, mode_from_args, renderer
@@ -34,6 +35,7 @@ def configure(p: argparse.ArgumentParser) -> None:
         "a path to a local .whl works too",
     )
     add_target_arguments(p, required_runtime=False)
+    p.set_defaults(arch=None)  # x86_64 unless [tool.torchwheel] names one
     p.add_argument("-o", "--output", type=Path, help="write the layer zip here")
     p.add_argument(
         "--tree",
@@ -106,6 +108,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_quiet_argument(p)
+    add_config_arguments(p)
     p.add_argument(
         "--strict",
         action="store_true",
@@ -163,6 +166,8 @@ def _dry_run(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Build the layer; print the report."""
+    apply_config(args, keys=("runtime", "arch", "python"))
+    args.arch = args.arch or "x86_64"
     if args.dry_run:
         return _dry_run(args)
     if args.output is None and args.tree is None:
