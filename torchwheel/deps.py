@@ -41,11 +41,11 @@ from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 from .download import fetch
 from .errors import ArchiveError, InputError, NetworkError, NoCompatibleWheel
 from .index import Candidate, IndexClient
+from .probe import WheelProbe
 from .remote import read_remote_metadata
 from .resolution import cpu_index_advice, parse_specifier, select, summarize
 from .screen import Screened, Screener
 from .targets import Target, facts
-from .variants import WheelProbe
 from .wheelfile import Metadata, parse_metadata, parse_wheel
 from .zipread import ZipReader
 

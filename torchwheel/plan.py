@@ -21,17 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .deps import Closure, Pin
+from .probe import WheelFacts, WheelProbe
 from .report import human_bytes
 from .screen import Screened, check_want, gpu_reason
 from .targets import Target, quotas
-from .variants import (
-    Variant,
-    WheelFacts,
-    WheelProbe,
-    from_label,
-    gpu_requirement_kind,
-    is_variant_project,
-)
+from .variants import Variant, from_label, gpu_requirement_kind, is_variant_project
 
 __all__ = ["PACKED_RATIO", "Plan", "PlanItem", "make_plan"]
 

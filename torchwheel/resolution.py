@@ -41,9 +41,10 @@ from packaging.version import Version
 from .errors import InputError, InvalidWheelFilename, NetworkError, NoCompatibleWheel
 from .http import cache_root
 from .index import Candidate, IndexClient, normalize_name
+from .probe import WheelProbe
 from .screen import RequirementSizer, Screened, Screener, check_want
 from .targets import Target, facts, make_target
-from .variants import WheelProbe, is_variant_project
+from .variants import is_variant_project
 from .verdict import Verdict, evaluate
 from .wheelfile import parse_wheel
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from .elfneeds import ElfNeeds, needs_reasons, needs_summary
 from .errors import InputError
 from .index import Candidate
+from .probe import WheelProbe
 from .report import human_bytes
 from .targets import Target
-from .variants import WANTS, Variant, WheelProbe, from_label, is_variant_project
+from .variants import WANTS, Variant, from_label, is_variant_project
 from .verdict import Verdict
 
 __all__ = ["Judged", "RequirementSizer", "Screened", "Screener", "check_want", "gpu_reason"]
@@ -196,6 +197,17 @@ class Screener:
         if len(costly) > 1 and self.workers > 1:
             with ThreadPoolExecutor(max_workers=min(self.workers, len(costly))) as pool:
                 list(pool.map(lambda cv: self.screen(*cv), costly))
+
+    def prefetch(self, items: Sequence[Judged]) -> None:
+        """Screen ``items`` (compatible wheels, best first) a batch at a time, in parallel,
+        until one passes; later :meth:`screen` calls answer from memory."""
+        out = list(items)
+        todo = [k for k, (_, v) in enumerate(out) if v.compatible]
+        while todo:
+            batch = self._next_batch(out, todo)
+            self._screen_parallel([out[k] for k in batch])
+            if any(self.screen(*out[k]).verdict.compatible for k in batch):
+                return
 
     def pick(self, judged: Sequence[Judged]) -> tuple[Candidate | None, list[Judged]]:
         """The best compatible wheel that passes screening, and every candidate re-judged.

@@ -46,6 +46,7 @@ from ..progress import ProgressCallback, step
 from ..targets import Target, all_targets, make_target, normalize_arch, parse_python
 from ..zipread import ZipReader, inflate_backend
 from .deps import dist_findings
+from .gpu import gpu_findings
 from .image import read_image
 from .layout import layout_findings, symlink_findings, target_layout_findings
 from .libraries import elf_findings
@@ -75,7 +76,7 @@ __all__ = ["EXPANDERS", "EXTRA_CHECKS", "CheckReport", "Finding", "check"]
 #: Hook: expanders turning one entry (e.g. a packed archive) into more entries.
 EXPANDERS: list[Expander] = [expand_packed_archive]
 #: Hook: extra checks, called with target=None once and once per target.
-EXTRA_CHECKS: list[ExtraCheck] = [packed_findings]
+EXTRA_CHECKS: list[ExtraCheck] = [packed_findings, gpu_findings]
 
 
 def _targets(

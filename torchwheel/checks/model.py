@@ -69,6 +69,7 @@ CODES: dict[str, str] = {
     "foreign-pycache": WARNING,
     "zipped-over-direct-upload": WARNING,
     "ephemeral-storage": WARNING,
+    "gpu-build": WARNING,
     "image-differs-from-runtime": WARNING,
     "crc-not-checked": INFO,
 }

@@ -37,6 +37,7 @@ ACTIONABLE: dict[str, str] = {
     "nested-zip": "a zip or wheel inside the layer that Lambda will not extract",
     "foreign-pycache": "bytecode for another Python that is dead weight",
     "ephemeral-storage": "a packed layer needs more /tmp than the default: set EphemeralStorage",
+    "gpu-build": "a CUDA/ROCm/XPU build or nvidia-* package that Lambda cannot use: build CPU",
 }
 
 

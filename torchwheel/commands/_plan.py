@@ -16,9 +16,10 @@ from rich.text import Text
 from ..deps import Closure, resolve_closure
 from ..index import IndexClient
 from ..plan import Plan, make_plan
+from ..probe import WheelProbe
 from ..report import console, human_bytes
 from ..targets import Target, quotas
-from ..variants import WANTS, WheelProbe
+from ..variants import WANTS
 
 __all__ = ["add_variant_arguments", "closure_plan", "render_plan"]
 

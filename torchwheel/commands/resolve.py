@@ -11,11 +11,11 @@ from rich.text import Text
 from ..errors import NetworkError, NoCompatibleWheel
 from ..index import IndexClient
 from ..plan import Plan
+from ..probe import WheelProbe
 from ..remote import RemoteSize
 from ..report import console, human_bytes, print_json
 from ..resolution import Resolution, parse_specifier, resolve_target
 from ..targets import Target, all_targets, make_target, parse_python, quotas
-from ..variants import WheelProbe
 from ._options import add_index_arguments, index_client_from_args
 from ._plan import add_variant_arguments, closure_plan, render_plan
 from .tags import add_target_arguments
