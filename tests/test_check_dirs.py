@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.elves import Elves
 from tests.support.layers import SITE311, install_wheel, make_layer
+from tests.support.recipes import run_recipe, shell_blocks
 from tests.support.trees import cdk_out_tree, sam_build_tree, unzip_tree, write_tree
 from tests.support.wheels import make_wheel
 from torchwheel.checks import CheckReport, check
@@ -414,3 +415,56 @@ def test_cli_directory(tmp_path: Path, elves: Elves) -> None:
     missing = run_cli(tmp_path / "nope", "--runtime", "python3.12")
     assert missing.returncode == 2 and "nope" in missing.stderr
     assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+# -- docs/ci.md recipes, run verbatim ------------------------------------------------------------
+
+
+def _sam_project(tmp_path: Path, name: str, layer_files: dict[str, bytes]) -> Path:
+    fixture = tmp_path / f"{name}-fixture"
+    sam_build_tree(
+        fixture,
+        {"InferenceFunction": {"app.py": b"import pure\n"}, "TorchLayer": layer_files},
+    )
+    return fixture
+
+
+SAM_STUB = """case "$1" in
+  build) mkdir -p .aws-sam && cp -r "$FIXTURE/.aws-sam/build" .aws-sam/ ;;
+  deploy) echo "sam deploy ran" ;;
+esac"""
+
+
+def test_ci_recipe_sam(tmp_path: Path) -> None:
+    (block,) = shell_blocks("ci.md", "AWS SAM")
+    assert "torchwheel check .aws-sam/build/" in block
+    good = install_wheel(_pure(tmp_path, "pure"), "python/")
+    seed = make_wheel(tmp_path / "w", "torch", "2.13.0", tags="cp312-cp312-manylinux_2_28_x86_64")
+    bad = {**good, "python/" + seed.name: seed.read_bytes()}  # a wheel copied, not installed
+    for name, files, code in (("good", good, 0), ("bad", bad, 1)):
+        project = tmp_path / name
+        project.mkdir()
+        fixture = _sam_project(tmp_path, name, files)
+        done = run_recipe(block, project, {"sam": SAM_STUB}, {"FIXTURE": str(fixture)})
+        assert done.returncode == code, done.stdout + done.stderr
+        assert ("sam deploy ran" in done.stdout) == (code == 0)
+        if code:
+            assert "wheel-not-extracted" in done.stdout
+
+
+def test_ci_recipe_cdk(tmp_path: Path) -> None:
+    (block,) = shell_blocks("ci.md", "AWS CDK")
+    layer = install_wheel(_pure(tmp_path, "dep", "1.0"), "python/")
+    app = _pure(tmp_path, "app", "1.0", ["dep>=1", "absent"])
+    for name, extra, code in (("good", {}, 0), ("bad", install_wheel(app, "python/"), 1)):
+        fixture = tmp_path / f"{name}-fixture"
+        cdk_out_tree(fixture, {"fn": {"index.py": b"import dep\n"}, "layer": {**layer, **extra}})
+        project = tmp_path / name
+        project.mkdir()
+        done = run_recipe(
+            block, project, {"cdk": 'cp -r "$FIXTURE/cdk.out" .'}, {"FIXTURE": str(fixture)}
+        )
+        assert done.returncode == code, done.stdout + done.stderr
+        assert "CDK asset" in done.stdout  # the shape, named
+        if code:
+            assert "missing-dependency" in done.stdout and "absent" in done.stdout

@@ -30,6 +30,7 @@ from tests.support.images import (
     layer_tar,
     write_image,
 )
+from tests.support.recipes import run_recipe, shell_blocks
 from tests.support.wheels import make_wheel
 from torchwheel.checks import CheckReport, check
 from torchwheel.errors import ArchiveError, InputError
@@ -470,3 +471,34 @@ def test_cli_reads_an_image_from_stdin(
     broken = _cli("-", stdin=b"not an image at all" * 100)
     assert broken.returncode == 2 and b"Traceback" not in broken.stderr
     assert broken.stderr.decode().strip().count("\n") == 0
+
+
+# -- docs/ci.md recipes, run verbatim ------------------------------------------------------------
+
+DOCKER_STUB = """case "$1" in
+  build) echo "built" ;;
+  save) cat "$IMAGE_SAVE" ;;
+  buildx) cp "$IMAGE_OCI" inference.tar ;;
+esac"""
+
+
+def test_ci_recipes_container_images(tmp_path: Path, system_libs: SystemLibs, elves: Elves) -> None:
+    save_block, oci_block = shell_blocks("ci.md", "Container images")
+    assert "docker save inference | torchwheel check -" in save_block
+    for glibc, code in (("2.26", 1), ("2.34", 0)):
+        env = {
+            "IMAGE_SAVE": str(
+                _image(tmp_path, f"s{glibc}", system_libs, glibc, _app(elves), "docker-save")
+            ),
+            "IMAGE_OCI": str(
+                _image(tmp_path, f"o{glibc}", system_libs, glibc, _app(elves), "oci-tar")
+            ),
+        }
+        for block in (save_block, oci_block):
+            project = tmp_path / f"p{glibc}-{len(block)}"
+            project.mkdir()
+            done = run_recipe(block, project, {"docker": DOCKER_STUB}, env)
+            assert done.returncode == code, done.stdout + done.stderr
+            assert "judged by the image's own files" in done.stdout
+            assert f"glibc {glibc}" in done.stdout
+            assert ("GLIBC_2.28" in done.stdout) == (code == 1)

@@ -12,6 +12,7 @@ shapes SAM and CDK leave behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import zipfile
@@ -78,14 +79,28 @@ def sam_build_tree(project: Path, resources: Mapping[str, Mapping[str, bytes]]) 
     return build
 
 
-def cdk_out_tree(project: Path, assets: Mapping[str, Mapping[str, bytes]]) -> dict[str, Path]:
-    """``project/cdk.out/asset.<sha256>/`` for each named asset; returns name -> directory."""
+def cdk_out_tree(
+    project: Path, assets: Mapping[str, Mapping[str, bytes]], stack: str = "MyStack"
+) -> dict[str, Path]:
+    """``project/cdk.out/asset.<sha256>/`` for each named asset, and the stack's
+    ``<stack>.assets.json`` listing them (``packaging: zip``) after its template (``file``),
+    as ``cdk synth`` writes it; returns name -> directory."""
     out = project / "cdk.out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cdk.out").write_text('{"version":"36.0.0"}')
     (out / "manifest.json").write_text('{"version":"36.0.0","artifacts":{}}')
+    template = f"{stack}.template.json"
+    (out / template).write_text('{"Resources": {}}')
+    files: dict[str, object] = {
+        "tmpl": {"source": {"path": template, "packaging": "file"}, "destinations": {}}
+    }
     dirs = {}
-    for name, files in assets.items():
+    for name, content in assets.items():
         digest = hashlib.sha256(name.encode()).hexdigest()
-        dirs[name] = write_tree(out / f"asset.{digest}", files)
+        dirs[name] = write_tree(out / f"asset.{digest}", content)
+        files[digest] = {
+            "source": {"path": f"asset.{digest}", "packaging": "zip"},
+            "destinations": {"current_account-current_region": {"objectKey": f"{digest}.zip"}},
+        }
+    (out / f"{stack}.assets.json").write_text(json.dumps({"version": "36.0.0", "files": files}))
     return dirs
