@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from packaging.markers import InvalidMarker
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 from resolvelib import AbstractProvider, BaseReporter, Resolver
 from resolvelib.resolvers import ResolutionImpossible, ResolutionTooDeep
 
@@ -46,7 +45,7 @@ from .remote import read_remote_metadata
 from .resolution import cpu_index_advice, parse_specifier, select, summarize
 from .screen import Screened, Screener
 from .targets import Target, facts
-from .wheelfile import Metadata, parse_metadata, parse_wheel
+from .wheelfile import Metadata, marker_holds, parse_metadata, parse_requirement, parse_wheel
 from .zipread import ZipReader
 
 __all__ = [
@@ -303,8 +302,8 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
                 raise InputError(
                     f"{w.filename}: metadata version {meta.version} differs from the file name"
                 )
-        except InvalidVersion:
-            raise InputError(f"{w.filename}: invalid version {meta.version!r}") from None
+        except ValueError:  # InvalidVersion, or a version int() will not read
+            raise InputError(f"{w.filename}: invalid version {meta.version[:80]!r}") from None
         self.metadata[key] = meta
         self.metadata_source[key] = source
         return meta
@@ -337,13 +336,8 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             else:
                 deps.append(_Req(PYTHON, frozenset(), rp, f"Requires-Python {rp}"))
         for text in meta.requires_dist:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement as exc:
-                raise InputError(
-                    f"{candidate.filename}: invalid Requires-Dist {text!r} ({exc})"
-                ) from None
-            if not self._marker_ok(req, candidate.extras):
+            req = parse_requirement(text, source=f"{candidate.filename}: Requires-Dist")
+            if not self._marker_ok(req, candidate.extras, candidate.filename):
                 continue
             rname = str(canonicalize_name(req.name))
             if rname in self.skip and candidate.name not in self.runtime_set:
@@ -357,16 +351,14 @@ class _Provider(AbstractProvider["_Req", "_Cand", str]):
             )
         return deps
 
-    def _marker_ok(self, req: Requirement, extras: frozenset[str]) -> bool:
+    def _marker_ok(self, req: Requirement, extras: frozenset[str], filename: str) -> bool:
         if req.marker is None:
             return not extras  # unconditional deps belong to the base candidate
-        try:
-            if not extras:
-                return bool(req.marker.evaluate({**self.env, "extra": ""}))
-            base = bool(req.marker.evaluate({**self.env, "extra": ""}))
-            return not base and any(req.marker.evaluate({**self.env, "extra": e}) for e in extras)
-        except InvalidMarker as exc:  # pragma: no cover - packaging validates on parse
-            raise InputError(f"invalid marker in {req}: {exc}") from None
+        source = f"{filename}: Requires-Dist"
+        base = marker_holds(req, self.env, source=source)
+        if not extras:
+            return base
+        return not base and any(marker_holds(req, self.env, e, source=source) for e in extras)
 
 
 class _Reporter(BaseReporter["_Req", "_Cand", str]):
@@ -411,13 +403,10 @@ def parse_requirements(
             cand = _local_candidate(p)
             out.append(_Req(cand.project, frozenset(), SpecifierSet(), text, local=cand))
             continue
-        try:
-            req = Requirement(text)
-        except InvalidRequirement as exc:
-            raise InputError(f"{text!r}: not a requirement ({exc})") from None
+        req = parse_requirement(text, source="command line")
         if req.url:
             raise InputError(f"{text!r}: URL requirements are not supported; use --find-links")
-        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+        if not marker_holds(req, env, source="command line"):
             continue
         spec = req.specifier
         if i == 0 and version and not str(spec):

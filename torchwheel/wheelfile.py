@@ -23,6 +23,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from functools import lru_cache
 
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -37,9 +39,11 @@ __all__ = [
     "RecordEntry",
     "WheelInfo",
     "find_dist_info",
+    "marker_holds",
     "parse_headers",
     "parse_metadata",
     "parse_record",
+    "parse_requirement",
     "parse_wheel",
     "parse_wheel_info",
     "record_hash",
@@ -243,6 +247,45 @@ class Metadata:
             requires_dist=tuple(str(r).strip() for r in msg.get_all("Requires-Dist") or ()),
             requires_python=str(rp).strip() or None if rp else None,
         )
+
+
+def parse_requirement(text: str, *, source: str = "Requires-Dist") -> Requirement:
+    """A ``Requires-Dist`` value (or a command-line requirement) as a packaging
+    :class:`~packaging.requirements.Requirement`, validated all the way: the grammar, and every
+    specifier's version read as a number now (a 5,000-digit one would otherwise raise
+    ``ValueError`` only when the resolver compares). Raises :class:`ArchiveError` naming
+    ``source``; the one path every requirement of untrusted metadata takes."""
+    shown = text[:120]
+    try:
+        req = Requirement(text)
+        for spec in req.specifier:
+            if spec.operator != "===":
+                Version(spec.version.removesuffix(".*"))
+    except InvalidRequirement as exc:
+        detail = str(exc).splitlines()[0][:160]
+        raise ArchiveError(f"{source}: invalid requirement {shown!r} ({detail})") from None
+    except ValueError as exc:  # InvalidVersion, or int() refusing thousands of digits
+        detail = str(exc).splitlines()[0][:160]
+        raise ArchiveError(f"{source}: invalid version in {shown!r} ({detail})") from None
+    return req
+
+
+def marker_holds(
+    req: Requirement, env: dict[str, str], extra: str = "", *, source: str = "Requires-Dist"
+) -> bool:
+    """Whether ``req``'s environment marker holds in ``env`` (with ``extra``); True without a
+    marker. A marker that cannot be evaluated (``python_version ~= "abc"``: packaging's
+    ``UndefinedComparison``; an unknown variable) raises :class:`ArchiveError` naming
+    ``source``."""
+    if req.marker is None:
+        return True
+    try:
+        return bool(req.marker.evaluate({**env, "extra": extra}))
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName, ValueError) as exc:
+        detail = str(exc).splitlines()[0][:160]
+        raise ArchiveError(
+            f"{source}: marker of {str(req)[:120]!r} cannot be evaluated ({detail})"
+        ) from None
 
 
 def parse_metadata(data: bytes, *, source: str = "<metadata>") -> Metadata:

@@ -15,6 +15,8 @@ parts torchwheel's reader walks, nothing else.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import struct
@@ -32,6 +34,10 @@ SITE = "python/lib/python3.12/site-packages"
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def elf_hash(name: bytes) -> int:
@@ -180,7 +186,13 @@ def _dist(
     members[f"{di}/WHEEL"] = (
         wheel or "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     ).encode()
-    members[f"{di}/RECORD"] = record if record is not None else f"{di}/RECORD,,\n".encode()
+    if record is None:  # a correct RECORD: hashes and sizes of every file, paths site-relative
+        rows = [
+            f"{k[len(SITE) + 1 :]},sha256={_b64(hashlib.sha256(v).digest())},{len(v)}\n"
+            for k, v in members.items()
+        ]
+        record = ("".join(rows) + f"{name}-1.0.dist-info/RECORD,,\n").encode()
+    members[f"{di}/RECORD"] = record
     return members
 
 

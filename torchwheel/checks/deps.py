@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from packaging.markers import InvalidMarker, UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from ..errors import InvalidWheelFilename
+from ..errors import ArchiveError, InvalidWheelFilename
 from ..targets import Target, facts
 from ..verdict import evaluate
+from ..wheelfile import marker_holds, parse_requirement
 from .layout import sys_path
-from .model import CheckState, Finding, InstalledDist, dist_label, finding
+from .model import WARNING, CheckState, Finding, InstalledDist, dist_label, finding
 
 __all__ = ["dist_findings"]
 
@@ -60,17 +60,11 @@ def _tag_findings(d: InstalledDist, target: Target, state: CheckState) -> list[F
 
 
 def _applies(text: str, env: dict[str, Any]) -> Requirement | None:
-    """The requirement when it parses and its marker holds on the target (no extras)."""
-    try:
-        req = Requirement(text)
-    except InvalidRequirement:
-        return None
-    if req.marker is None:
-        return req
-    try:
-        return req if req.marker.evaluate({**env, "extra": ""}) else None
-    except (InvalidMarker, UndefinedEnvironmentName):
-        return None
+    """The requirement when its marker holds on the target (no extras); one that cannot be
+    read or evaluated raises :class:`ArchiveError` (see
+    :func:`~torchwheel.wheelfile.parse_requirement`)."""
+    req = parse_requirement(text)
+    return req if marker_holds(req, env) else None
 
 
 def _version_ok(req: Requirement, have: InstalledDist) -> bool:
@@ -78,7 +72,7 @@ def _version_ok(req: Requirement, have: InstalledDist) -> bool:
         return True
     try:
         return req.specifier.contains(Version(have.version), prereleases=True)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a version int() will not read
         return True
 
 
@@ -92,7 +86,20 @@ def _dep_findings(
     out: list[Finding] = []
     env = target.marker_environment()
     for text in d.requires:
-        req = _applies(text, env)
+        try:
+            req = _applies(text, env)
+        except ArchiveError as exc:  # pip would refuse the wheel; Lambda imports it anyway
+            out.append(
+                finding(
+                    "missing-dependency",
+                    label,
+                    f"{d.name} {d.version}: {exc}; that dependency is not checked",
+                    severity=WARNING,
+                    requirement=text[:200],
+                    dist=d.name,
+                )
+            )
+            continue
         if req is None:
             continue
         key = str(canonicalize_name(req.name))
