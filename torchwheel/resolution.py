@@ -44,7 +44,7 @@ from .index import Candidate, IndexClient, normalize_name
 from .probe import WheelProbe
 from .screen import RequirementSizer, Screened, Screener, check_want
 from .targets import Target, facts, make_target
-from .variants import is_variant_project
+from .variants import is_variant_project, marker_holds
 from .verdict import Verdict, evaluate
 from .wheelfile import parse_wheel
 
@@ -404,9 +404,9 @@ def _extra_requirements(
             req = Requirement(text)
         except InvalidRequirement:
             continue
-        if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+        if req.marker is None or marker_holds(req, env):
             continue  # not an extra's requirement
-        if any(req.marker.evaluate({**env, "extra": e}) for e in extras):
+        if any(marker_holds(req, env, e) for e in extras):
             out.append(req)
     return out
 

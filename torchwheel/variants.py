@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -46,6 +47,7 @@ __all__ = [
     "from_requirements",
     "gpu_requirement_kind",
     "is_variant_project",
+    "marker_holds",
 ]
 
 KINDS = ("cpu", "cuda", "rocm", "xpu")
@@ -190,6 +192,17 @@ def _cuda_version(reqs: Sequence[Requirement]) -> str | None:
     return None
 
 
+def marker_holds(req: Requirement, env: Mapping[str, str], extra: str = "") -> bool:
+    """Does ``req``'s marker hold in ``env``? A marker that cannot be evaluated (hostile
+    metadata: ``python_version ~= "abc"``) holds nowhere."""
+    if req.marker is None:
+        return True
+    try:
+        return bool(req.marker.evaluate({**env, "extra": extra}))
+    except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName, ValueError):
+        return False
+
+
 def _without_marker(req: Requirement) -> str:
     extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
     return f"{req.name}{extras}{req.specifier}"
@@ -213,7 +226,7 @@ def from_requirements(
         kind = gpu_requirement_kind(req.name)
         if kind is None:
             continue
-        if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+        if not marker_holds(req, env):
             continue
         kinds.setdefault(kind, []).append(req)
         applying.append(_without_marker(req))
