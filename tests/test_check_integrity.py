@@ -15,6 +15,7 @@ import random
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -172,6 +173,18 @@ def test_a_hidden_member_of_an_earlier_layer_is_checked_too(tmp_path: Path, elve
         check([first, second], runtime="python3.11")
     flip_byte(first, BIG_SO, 0.9)  # flipped back
     assert check([first, second], runtime="python3.11").ok
+
+
+def test_an_error_while_gathering_stops_the_early_reads(tmp_path: Path, elves: Elves) -> None:
+    # the big .so starts inflating before the dist-info are read; a METADATA over the
+    # metadata limit then fails the check: no thread may be left reading
+    files = {BIG_SO: big_elf(elves, 9_000_000)}
+    files[SITE311 + "huge-1.0.dist-info/METADATA"] = b"Name: huge\n" + b"x" * (17 << 20)
+    layer = make_layer(tmp_path / "layer.zip", files)
+    before = threading.active_count()
+    with pytest.raises(ArchiveError, match="too large for a metadata file"):
+        check([layer], runtime="python3.11", workers=2)
+    assert threading.active_count() == before
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])

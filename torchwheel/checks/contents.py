@@ -31,8 +31,8 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
 from ..elf import KEEP_PREFIX, ELFInfo, ELFScanner, is_elf, parse_elf
@@ -41,7 +41,7 @@ from ..wheelfile import record_hash
 from ..zipread import ZipReader
 from .model import INFO, CheckState, Finding, LayerEntry, finding
 
-__all__ = ["SYMLINK_LIMIT", "is_library_name", "scan_contents"]
+__all__ = ["SYMLINK_LIMIT", "ContentScan", "is_library_name", "scan_contents"]
 
 #: Members up to this compressed size are read in batches (one pread for many neighbours).
 SMALL_MEMBER = 256 * 1024
@@ -146,7 +146,13 @@ def _stream_chunks(stream: BinaryIO, size: int = 4 << 20) -> Iterator[bytes]:
         stream.close()
 
 
-def _feed(job: _Job, res: _ScanResult, chunks: Iterable[bytes], hasher: Any) -> ELFScanner | None:
+class _Aborted(Exception):
+    """The scan was abandoned (an error elsewhere): stop reading."""
+
+
+def _feed(
+    job: _Job, res: _ScanResult, chunks: Iterable[bytes], hasher: Any, abort: threading.Event
+) -> ELFScanner | None:
     """Pass ``chunks`` to the hash and the ELF scanner; stop early when the job allows it."""
     entry = job.entry
     scanner: ELFScanner | None = None
@@ -154,6 +160,8 @@ def _feed(job: _Job, res: _ScanResult, chunks: Iterable[bytes], hasher: Any) -> 
     update = pipe.put if pipe is not None else hasher.update if hasher is not None else None
     try:
         for chunk in chunks:
+            if abort.is_set():
+                raise _Aborted
             if res.read == 0 and job.elf and is_elf(chunk):
                 scanner = ELFScanner(
                     entry.size, name=entry.label, keep_prefix=_keep_prefix(entry.size)
@@ -173,14 +181,14 @@ def _feed(job: _Job, res: _ScanResult, chunks: Iterable[bytes], hasher: Any) -> 
     return scanner
 
 
-def _scan_stream(job: _Job) -> _ScanResult:
+def _scan_stream(job: _Job, abort: threading.Event) -> _ScanResult:
     """Read one entry as a stream: hash, ELF-parse and (read whole) CRC-check it in one pass."""
     entry = job.entry
     res = _ScanResult(job)
     hasher = hashlib.new(job.algo) if job.algo else None
     chunks = entry.chunks() if entry.chunks is not None else _stream_chunks(entry.open())
     try:
-        scanner = _feed(job, res, chunks, hasher)
+        scanner = _feed(job, res, chunks, hasher, abort)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -224,15 +232,15 @@ def _record_algorithms(state: CheckState) -> dict[str, str]:
     return algos
 
 
-def _job(e: LayerEntry, effective: bool, algos: dict[str, str], verify: bool) -> _Job | None:
-    """What to do with one entry, or None to leave it unread."""
+def _job(e: LayerEntry, effective: bool, algo: str | None, verify: bool) -> _Job | None:
+    """What to do with one entry (``algo``: the hash RECORD wants), or None to leave it unread."""
     zipped = e.zip_source is not None
     if e.is_symlink:
         # a symlink's target is its content; gather read the short ones of the final tree
         if verify and zipped and not (effective and e.size < SYMLINK_LIMIT):
             return _Job(e, None, True, False, effective)
         return None
-    algo = algos.get(e.abs_path) if effective else None
+    algo = algo if effective else None
     elf = effective and e.size > 0 and _elf_candidate(e)
     if verify and zipped:
         return _Job(e, algo, True, elf, effective)
@@ -246,9 +254,10 @@ def _jobs(state: CheckState, algos: dict[str, str], verify: bool) -> list[_Job]:
     consumed = {e.expanded_from for e in state.entries if e.expanded_from is not None}
     jobs: list[_Job] = []
     for e in state.entries:
-        if e.is_dir or e.label in consumed:  # an expander read that archive whole
+        if e.is_dir or (consumed and e.label in consumed):  # an expander read it whole
             continue
-        job = _job(e, state.files.get(e.abs_path) is e, algos, verify)
+        effective = state.files.get(e.abs_path) is e
+        job = _job(e, effective, algos.get(e.abs_path), verify)
         if job is not None:
             jobs.append(job)
     return jobs
@@ -266,7 +275,7 @@ def _is_small(job: _Job) -> bool:
 _Task = Callable[[], list[_ScanResult]]
 
 
-def _tasks(jobs: Sequence[_Job]) -> list[_Task]:
+def _tasks(jobs: Sequence[_Job], abort: threading.Event) -> list[_Task]:
     """Big entries one task each, largest first; small members in header-ordered batches."""
     small: dict[int, list[_Job]] = defaultdict(list)
     readers: dict[int, ZipReader] = {}
@@ -279,21 +288,13 @@ def _tasks(jobs: Sequence[_Job]) -> list[_Task]:
         else:
             big.append(job)
     big.sort(key=lambda j: -j.entry.size)
-    tasks: list[_Task] = [lambda j=j: [_scan_stream(j)] for j in big]  # type: ignore[misc]
+    tasks: list[_Task] = [lambda j=j: [_scan_stream(j, abort)] for j in big]  # type: ignore[misc]
     for rid, group in small.items():
         group.sort(key=lambda j: j.entry.zip_source[1].header_offset)  # type: ignore[index]
         for i in range(0, len(group), BATCH_MEMBERS):
             part = group[i : i + BATCH_MEMBERS]
             tasks.append(lambda r=readers[rid], part=part: _scan_batch(r, part))  # type: ignore[misc]
     return tasks
-
-
-def _run(tasks: Sequence[_Task], workers: int | None) -> list[_ScanResult]:
-    n = workers or os.cpu_count() or 1
-    if n <= 1 or len(tasks) < 2:
-        return [r for t in tasks for r in t()]
-    with ThreadPoolExecutor(max_workers=min(n, len(tasks))) as pool:
-        return [r for rs in pool.map(lambda t: t(), tasks) for r in rs]
 
 
 def _unchecked(state: CheckState, whole: set[int]) -> list[Finding]:
@@ -326,6 +327,117 @@ def _unchecked(state: CheckState, whole: set[int]) -> list[Finding]:
     ]
 
 
+def _merge(state: CheckState, results: Iterable[_ScanResult], record: bool) -> None:
+    whole: set[int] = set()
+    for r in results:
+        state.bytes_read += r.read
+        if r.whole:
+            whole.add(id(r.job.entry))
+        if not r.job.effective:
+            continue
+        path = r.job.entry.abs_path
+        if r.digest is not None:
+            state.digests[path] = r.digest
+        if r.elf is not None:
+            state.elves[path] = r.elf
+    if not record:
+        state.generic.extend(_unchecked(state, whole))
+
+
+#: The hash RECORD uses in practice (PEP 376 / the wheel spec's sha256): a member started
+#: before RECORD is read is hashed with it, and read again in the rare case RECORD wants another.
+_LIKELY_ALGO = "sha256"
+
+
+class ContentScan:
+    """The members' contents read on a thread pool (see the module docstring).
+
+    :meth:`start` (``gather``'s ``early`` hook) sets the zips' big members going while
+    ``gather`` still parses their metadata — their inflating and hashing release the GIL, so
+    they overlap that Python work; :meth:`finish` reads the rest and fills the state. Leaving
+    the ``with`` block early (an error) stops every read at its next chunk.
+    """
+
+    def __init__(self, record: bool, workers: int | None = None) -> None:
+        self.record = record
+        n = workers or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(max_workers=n) if n > 1 else None
+        self._abort = threading.Event()
+        self._early: dict[int, tuple[_Job, Future[_ScanResult]]] = {}
+
+    def __enter__(self) -> ContentScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop what has not finished (idempotent); wait for the threads."""
+        self._abort.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, entries: Sequence[LayerEntry]) -> None:
+        """Start reading the big zip members among ``entries`` (the hash: ``sha256``)."""
+        if self._pool is None:
+            return
+        consumed = {e.expanded_from for e in entries if e.expanded_from is not None}
+        algo = _LIKELY_ALGO if self.record else None
+        early = []
+        for e in entries:
+            if e.zip_source is None or e.is_dir or e.is_symlink or e.label in consumed:
+                continue
+            job = _job(e, True, algo, self.record)
+            if job is not None and not _is_small(job):
+                early.append(job)
+        for job in sorted(early, key=lambda j: -j.entry.size):
+            self._early[id(job.entry)] = (job, self._pool.submit(_scan_stream, job, self._abort))
+
+    def _reuse(self, job: _Job, progress: Step | None) -> tuple[_ScanResult, bool]:
+        """The early result for ``job``, and whether it serves (else: read it again)."""
+        early_job, future = self._early.pop(id(job.entry))
+        res = future.result()  # a corrupt member raises here
+        if job.algo not in (None, early_job.algo):  # RECORD wants another hash
+            res.job = replace(job, effective=False)  # count the bytes, keep nothing
+            return res, False
+        if progress is not None:
+            progress.advance(files=1, bytes=job.entry.size)
+        res.job = job
+        if job.algo is None:
+            res.digest = None
+        return res, True
+
+    def finish(self, state: CheckState, progress: Step | None = None) -> None:
+        """Read everything else the checks need into ``state``; ``progress`` counts entries."""
+        algos = _record_algorithms(state) if self.record else {}
+        jobs = _jobs(state, algos, verify=self.record)
+        if progress is not None:
+            progress.update(files_total=len(jobs), bytes_total=sum(j.entry.size for j in jobs))
+        results: list[_ScanResult] = []
+        rest: list[_Job] = []
+        for job in jobs:
+            if id(job.entry) not in self._early:
+                rest.append(job)
+                continue
+            res, serves = self._reuse(job, progress)
+            results.append(res)
+            if not serves:
+                rest.append(job)
+        for early_job, future in self._early.values():  # read early, then left out: CRC only
+            res = future.result()
+            res.job = replace(early_job, effective=False)
+            results.append(res)
+        self._early.clear()
+        tasks = _tasks(rest, self._abort)
+        if progress is not None:
+            tasks = [_counted(t, progress) for t in tasks]
+        if self._pool is None or len(tasks) < 2:
+            results.extend(r for t in tasks for r in t())
+        else:
+            results.extend(r for rs in self._pool.map(lambda t: t(), tasks) for r in rs)
+        _merge(state, results, self.record)
+
+
 def _counted(task: _Task, progress: Step) -> _Task:
     """``task``, reporting its entries (files, unzipped bytes) to ``progress`` when done."""
 
@@ -344,25 +456,7 @@ def scan_contents(
 
     ``record``: verify RECORD, which reads every zip member whole; ``workers``: threads
     (default: one per CPU); ``progress`` counts the entries read and their unzipped bytes.
+    The whole scan after ``gather``; :class:`ContentScan` can start it during ``gather``.
     """
-    algos = _record_algorithms(state) if record else {}
-    jobs = _jobs(state, algos, verify=record)
-    tasks = _tasks(jobs)
-    if progress is not None:
-        progress.update(files_total=len(jobs), bytes_total=sum(j.entry.size for j in jobs))
-        tasks = [_counted(t, progress) for t in tasks]
-    results = _run(tasks, workers)
-    whole: set[int] = set()
-    for r in results:
-        state.bytes_read += r.read
-        if r.whole:
-            whole.add(id(r.job.entry))
-        if not r.job.effective:
-            continue
-        path = r.job.entry.abs_path
-        if r.digest is not None:
-            state.digests[path] = r.digest
-        if r.elf is not None:
-            state.elves[path] = r.elf
-    if not record:
-        state.generic.extend(_unchecked(state, whole))
+    with ContentScan(record, workers) as scan:
+        scan.finish(state, progress)

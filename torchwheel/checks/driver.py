@@ -45,6 +45,7 @@ from ..image import is_image
 from ..progress import ProgressCallback, step
 from ..targets import Target, all_targets, make_target, normalize_arch, parse_python
 from ..zipread import ZipReader, inflate_backend
+from .contents import ContentScan
 from .deps import dist_findings
 from .gpu import gpu_findings
 from .image import read_image
@@ -66,7 +67,7 @@ from .model import (
 )
 from .packed import expand_packed_archive, packed_findings
 from .record import record_findings
-from .scan import gather, scan_contents
+from .scan import gather
 from .sizes import size_findings
 from .sources import describe_inputs, facts_truth
 
@@ -287,9 +288,11 @@ def check(
         all_paths.insert(0, fn_path)
     readers: list[ZipReader] = []
     try:
-        state = gather(all_paths, fn_path, EXPANDERS, readers)
-        with step(progress, "scan") as s:
-            scan_contents(state, record, workers, s)
+        with ContentScan(record, workers) as contents:
+            # the big members inflate while gather parses the dist-info (contents.py)
+            state = gather(all_paths, fn_path, EXPANDERS, readers, early=contents.start)
+            with step(progress, "scan") as s:
+                contents.finish(state, s)
         generic, sizes = _generic_findings(state, record, ignored)
         verdicts = [_verdict(state, t, generic, ignored) for t in targets]
         findings = verdicts[0].findings if single and verdicts else tuple(_sorted(generic))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -226,13 +226,19 @@ def gather(
     function: str | None,
     expanders: Sequence[Expander],
     readers: list[ZipReader],
+    *,
+    early: Callable[[Sequence[LayerEntry]], None] | None = None,
 ) -> CheckState:
     """Everything but the members' contents: entries, symlinks, distributions.
 
-    ``readers`` receives every opened :class:`ZipReader`; the caller closes them.
+    ``readers`` receives every opened :class:`ZipReader`; the caller closes them. ``early``
+    is handed every entry as soon as they are known, before the dist-info are read
+    (:meth:`~torchwheel.checks.contents.ContentScan.start` sets the big members inflating).
     """
     inputs = _read_zips(paths, function, readers)
     extra_sys, extra_lib = _expand(inputs.entries, expanders)
+    if early is not None:
+        early(inputs.entries)
     files: dict[str, LayerEntry] = {}
     for e in inputs.entries:  # in input order: later layers override earlier ones
         if not e.is_dir:
