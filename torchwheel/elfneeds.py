@@ -167,17 +167,26 @@ def plan_ranges(
 ) -> list[tuple[int, int]]:
     """The requests (start, end exclusive) that fetch ``wants`` within the budgets.
 
-    Spans less than ``merge_gap`` apart become one; while there are more spans than
-    ``requests_left``, the two closest are merged if the bytes allow it; then the first
-    spans (file order) are kept, the last one cut at ``bytes_left``.
+    Overlapping spans become one, and so do spans less than ``merge_gap`` apart while the
+    bytes allow; while there are more spans than ``requests_left``, the two closest are
+    merged if the bytes allow it; then the first spans (file order) are kept, the last one
+    cut at ``bytes_left``.
     """
     merged: list[tuple[int, int]] = []
     for a, b in sorted(w for w in wants if w[1] > w[0]):
-        if merged and a - merged[-1][1] <= merge_gap:
+        if merged and a <= merged[-1][1]:  # overlapping or touching
             merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
         else:
             merged.append((a, b))
     total = sum(b - a for a, b in merged)
+    i = 0
+    while i < len(merged) - 1:  # small gaps: cheaper fetched than asked for again
+        gap = merged[i + 1][0] - merged[i][1]
+        if gap <= merge_gap and total + gap <= bytes_left:
+            merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
+            total += gap
+        else:
+            i += 1
     while len(merged) > max(requests_left, 1):
         gap, i = min((merged[i + 1][0] - merged[i][1], i) for i in range(len(merged) - 1))
         if total + gap > bytes_left:

@@ -177,18 +177,27 @@ class Screener:
 
     # -- many wheels -------------------------------------------------------------------------
 
+    def _cost(self, cand: Candidate, verdict: Verdict) -> int:
+        """0: free; 1: a variant probe (a request or two); :data:`BATCH`: ELF needs (MBs)."""
+        if not self.needs_probe(cand, verdict):
+            return 0
+        return BATCH if self.verify_elf or verdict.unverified else 1
+
     def _next_batch(self, out: list[Judged], todo: list[int]) -> list[int]:
-        """Indexes of the next wheels to screen: up to :data:`BATCH` that cost requests,
-        ending early at a wheel that passes for free (a ``+cpu`` label)."""
+        """Indexes of the next wheels to screen: up to :data:`BATCH` variant probes at once
+        (ELF reads one at a time), ending early at a wheel that passes for free (``+cpu``)."""
         batch: list[int] = []
-        costly = 0
-        while todo and costly < BATCH:
-            k = todo.pop(0)
-            batch.append(k)
+        cost = 0
+        while todo and cost < BATCH:
+            k = todo[0]
             c, v = out[k]
-            if self.needs_probe(c, v):
-                costly += 1
-            elif self.screen(c, v).verdict.compatible:
+            step = self._cost(c, v)
+            if batch and cost + step > BATCH:
+                break
+            todo.pop(0)
+            batch.append(k)
+            cost += step
+            if step == 0 and self.screen(c, v).verdict.compatible:
                 break
         return batch
 

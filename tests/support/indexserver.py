@@ -26,6 +26,7 @@ import html
 import json
 import re
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Request:
     headers: dict[str, str]
     status: int = 0
     sent: int = 0  # body bytes written
+    done: bool = False  # the handler has finished with it (``sent`` is final)
 
 
 @dataclass
@@ -254,9 +256,26 @@ class IndexServer:
             )
 
     def bytes_sent(self, prefix: str = "") -> int:
-        """Body bytes sent for requests whose path starts with ``prefix``."""
+        """Body bytes sent for requests whose path starts with ``prefix`` (after waiting for
+        requests still being answered: a client may have read a body before the handler
+        thread counted it)."""
+        self.wait_idle()
         with self._lock:
             return sum(r.sent for r in self.requests if r.path.startswith(prefix))
+
+    def range_requests(self, prefix: str = "") -> list[Request]:
+        """Logged requests with a ``Range`` header whose path starts with ``prefix``."""
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(prefix) and "range" in r.headers]
+
+    def wait_idle(self, timeout: float = 5.0) -> None:
+        """Wait until every logged request has been answered (or ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if all(r.done for r in self.requests):
+                    return
+            time.sleep(0.005)
 
     def clear_log(self) -> None:
         """Forget the logged requests."""
@@ -373,10 +392,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_HEAD(self) -> None:
-        self._dispatch(head=True)
+        self._answer(head=True)
 
     def do_GET(self) -> None:
-        self._dispatch(head=False)
+        self._answer(head=False)
+
+    def _answer(self, *, head: bool) -> None:
+        self._rec: Request | None = None
+        try:
+            self._dispatch(head=head)
+        finally:
+            if self._rec is not None:
+                with self.index._lock:
+                    self._rec.done = True
 
     # ---------------------------------------------------------------------------------------
 
@@ -384,6 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
         idx = self.index
         path = unquote(urlsplit(self.path).path)
         rec = Request(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+        self._rec = rec
         with idx._lock:
             idx.requests.append(rec)
             failure = next(
