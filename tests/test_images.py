@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from tests.support.images import (
     layer_tar,
     write_image,
 )
+from tests.support.realwheels import RealWheels
 from tests.support.recipes import run_recipe, shell_blocks
 from tests.support.wheels import make_wheel
 from torchwheel.checks import CheckReport, check
@@ -411,8 +413,6 @@ def test_arch_and_python_come_from_the_image(
 
 def test_dependencies_record_and_runtime_packages(tmp_path: Path, system_libs: SystemLibs) -> None:
     wheel = make_wheel(tmp_path / "w", "app", "1.0", requires_dist=("boto3",))
-    import zipfile
-
     with zipfile.ZipFile(wheel) as zf:
         installed: dict[str, object] = {f"/var/task/{n}": zf.read(n) for n in zf.namelist()}
     r = check([_image(tmp_path, "nob", system_libs, "2.34", installed)])
@@ -502,3 +502,39 @@ def test_ci_recipes_container_images(tmp_path: Path, system_libs: SystemLibs, el
             assert "judged by the image's own files" in done.stdout
             assert f"glibc {glibc}" in done.stdout
             assert ("GLIBC_2.28" in done.stdout) == (code == 1)
+
+
+# -- real wheels in /var/task --------------------------------------------------------------------
+
+
+@pytest.mark.realwheels
+def test_real_wheels_in_var_task(
+    tmp_path: Path, system_libs: SystemLibs, real_wheels: RealWheels
+) -> None:
+    """numpy, shapely and pillow (cp311, manylinux2014) installed into /var/task as
+    `pip install --target "${LAMBDA_TASK_ROOT}"` does, on python3.11 images: they load."""
+    task: dict[str, object] = {"/var/task/app.py": b"import numpy, shapely, PIL\n"}
+    for key in ("numpy-x86_64", "shapely-x86_64", "pillow-x86_64"):
+        with zipfile.ZipFile(real_wheels.wheels[key]) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    mode = (info.external_attr >> 16) & 0o777 or 0o644
+                    task["/var/task/" + info.filename] = (zf.read(info), mode)
+    for glibc in ("2.26", "2.34"):
+        layers = [base_layer(system_libs, glibc, python="3.11"), task]
+        r = check([_write(tmp_path, f"real{glibc}", layers, "oci-tar")])
+        errors = [f for f in r.findings if f.severity == "error"]
+        assert errors == [], errors
+        assert r.elf_files > 50 and {d["name"] for d in r.distributions} >= {"numpy", "shapely"}
+        assert r.record_checked and r.truth["python"] == "3.11"
+    # the same files without the image's libm: numpy's extension modules cannot load
+    gone = [
+        base_layer(system_libs, "2.26", python="3.11"),
+        {"/usr/lib64/libm.so.6": WHITEOUT},
+        task,
+    ]
+    r = check([_write(tmp_path, "nolibm", gone, "docker-save")])
+    missing = [
+        f for f in r.findings if f.code == "missing-shared-library" and f.severity == "error"
+    ]
+    assert any("numpy/" in f.path and "libm.so.6" in f.message for f in missing)

@@ -26,6 +26,12 @@ from typing import Any, BinaryIO, cast
 
 from .errors import ArchiveError
 
+_gzip: Any
+try:  # ISA-L inflates gzip ~2x faster than zlib (a dependency where it has wheels)
+    from isal import isal_zlib as _gzip
+except ImportError:  # pragma: no cover - exercised only where isal is missing
+    _gzip = zlib
+
 __all__ = [
     "MAX_EXTENDED_HEADER",
     "MAX_MEMBERS",
@@ -45,8 +51,10 @@ MAX_EXTENDED_HEADER = 1024 * 1024
 MAX_MEMBER_BYTES = 16 * 1024**3
 #: Most members in one layer.
 MAX_MEMBERS = 2_000_000
-#: Bytes read from the underlying stream per step.
+#: Bytes read from the underlying stream per step (and most bytes one inflate call yields).
 READ_STEP = 1024 * 1024
+#: Compressed bytes fed to one inflate call.
+FEED_STEP = 64 * 1024
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -103,13 +111,13 @@ class Decompressed:
         self.max_bytes = max_bytes
         self.pos = 0  # uncompressed bytes consumed
         self._hasher: Any = hashlib.sha256() if hash_content else None
-        self._buf = bytearray()
+        self._buf = b""  # the current chunk; self._off: how much of it was consumed
+        self._off = 0
         head = raw.read(4)
         self.compression = (
             "gzip" if head[:2] == GZIP_MAGIC else "zstd" if head == ZSTD_MAGIC else "none"
         )
         self._chunks = self._chunk_iter(head)
-        self._eof = False
 
     @property
     def digest(self) -> str | None:
@@ -133,30 +141,46 @@ class Decompressed:
             yield data
 
     def _gzip_chunks(self, head: bytes) -> Iterator[bytes]:
-        d = zlib.decompressobj(31)
-        pending = head
+        """Inflate gzip members one after another (pigz and docker concatenate them).
+
+        Input is fed :data:`FEED_STEP` bytes at a time with output capped at
+        :data:`READ_STEP` per call: memory stays bounded whatever the ratio, and the
+        ``unconsumed_tail`` copied between calls stays small.
+        """
+        d = _gzip.decompressobj(31)
+        data = head
         while True:
-            if not pending:
-                pending = self.raw.read(READ_STEP)
-                if not pending:
+            if not data:
+                data = self.raw.read(READ_STEP)
+                if not data:
                     if not d.eof:
                         raise ArchiveError(f"{self.source}: truncated gzip stream")
                     return
-            try:
-                out = d.decompress(pending, READ_STEP)
-            except zlib.error as exc:
-                raise ArchiveError(f"{self.source}: corrupt gzip stream ({exc})") from None
-            pending = d.unconsumed_tail
-            if out:
-                yield out
-            if d.eof:
-                rest = d.unused_data + pending
-                if not rest:
-                    rest = self.raw.read(READ_STEP)
-                if rest.strip(b"\x00") == b"":
-                    return  # the end, or zero padding after the last gzip member
-                d = zlib.decompressobj(31)  # concatenated gzip members (pigz, docker)
-                pending = rest
+            rest: bytes | None = None
+            pos = 0
+            while pos < len(data) and rest is None:
+                pending = data[pos : pos + FEED_STEP]
+                pos += FEED_STEP
+                while pending:
+                    try:
+                        out = d.decompress(pending, READ_STEP)
+                    except _gzip.error as exc:
+                        raise ArchiveError(f"{self.source}: corrupt gzip stream ({exc})") from None
+                    pending = d.unconsumed_tail
+                    if out:
+                        yield out
+                    if d.eof:
+                        rest = d.unused_data + pending + data[pos:]
+                        break
+            data = b""
+            if rest is None:
+                continue
+            if not rest:
+                rest = self.raw.read(READ_STEP)
+            if rest.strip(b"\x00") == b"":
+                return  # the end, or zero padding after the last gzip member
+            d = _gzip.decompressobj(31)  # the next concatenated member
+            data = rest
 
     def _zstd_chunks(self, head: bytes) -> Iterator[bytes]:
         try:
@@ -188,17 +212,7 @@ class Decompressed:
                 return
             yield out
 
-    def _fill(self, n: int) -> None:
-        while len(self._buf) < n and not self._eof:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._eof = True
-                return
-            self._buf += chunk
-
-    def _take(self, n: int) -> bytes:
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+    def _account(self, out: bytes) -> bytes:
         self.pos += len(out)
         if self.pos > self.max_bytes:
             raise ArchiveError(
@@ -208,33 +222,44 @@ class Decompressed:
             self._hasher.update(out)
         return out
 
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes (fewer only at the end of the stream)."""
-        if n <= 0:
-            return b""
-        if len(self._buf) < n:
-            self._fill(n)
-        return self._take(n)
-
     def read_some(self, limit: int) -> bytes:
         """At least one byte unless at the end, at most ``limit``: whatever is at hand."""
-        if not self._buf:
-            self._fill(1)
-        return self._take(min(limit, len(self._buf)))
+        if self._off >= len(self._buf):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._buf, self._off = b"", 0
+                return b""
+            self._buf, self._off = chunk, 0
+        if self._off == 0 and limit >= len(self._buf):
+            out = self._buf  # the whole chunk: no copy
+        else:
+            out = self._buf[self._off : self._off + limit]
+        self._off += len(out)
+        return self._account(out)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the stream)."""
+        parts = []
+        while n > 0:
+            got = self.read_some(n)
+            if not got:
+                break
+            parts.append(got)
+            n -= len(got)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def skip(self, n: int) -> None:
         """Discard ``n`` bytes (seek past them when the stream is plain and not hashed)."""
+        buffered = len(self._buf) - self._off
         if (
             self.compression == "none"
             and self._hasher is None
-            and n > len(self._buf) + READ_STEP
+            and n > buffered + READ_STEP
             and _seekable(self.raw)
         ):
-            n -= len(self._buf)
-            self.pos += len(self._buf)
-            self._buf.clear()
-            self.raw.seek(n, 1)
             self.pos += n
+            self._buf, self._off = b"", 0
+            self.raw.seek(n - buffered, 1)
             return
         while n > 0:
             got = self.read_some(min(n, READ_STEP))
@@ -286,9 +311,12 @@ def _checksum_ok(block: bytes) -> bool:
         want = int(stored, 8)
     except ValueError:
         return False
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    signed = sum((b - 256 if b > 127 else b) for b in block[:148] + block[156:]) + 8 * 32
-    return want in (unsigned, signed)
+    rest = block[:148] + block[156:]
+    unsigned = sum(rest) + 8 * 32
+    if want == unsigned:
+        return True
+    high = sum(1 for b in rest if b > 127)  # old writers summed signed chars
+    return want == unsigned - 256 * high
 
 
 def member_name(name: str) -> str | None:

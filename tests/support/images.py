@@ -162,7 +162,7 @@ def write_image(
     blobs: dict[str, bytes] = {}
     descs = []
     for t in tars:
-        gz = gzip.compress(t, mtime=0)
+        gz = gzip.compress(t, compresslevel=1, mtime=0)
         blobs[_sha(gz)] = gz
         descs.append(
             {
@@ -294,14 +294,24 @@ def build_fake_libc(directory: Path, ceiling: str) -> Path:
 class SystemLibs:
     """gcc-built stand-ins of an Amazon Linux image's glibc, libm, libgcc_s and libstdc++."""
 
-    al2: dict[str, bytes]  # glibc 2.26, gcc 7 (GLIBCXX_3.4.24 / CXXABI_1.3.11, GCC_7.0.0)
-    al2023: dict[str, bytes]  # glibc 2.34, gcc 11 (GLIBCXX_3.4.29 / CXXABI_1.3.13)
+    al2: dict[str, bytes]  # glibc 2.26, gcc 7 (GLIBCXX_3.4.24 / CXXABI_1.3.11), zlib 1.2.7
+    al2023: dict[str, bytes]  # glibc 2.34, gcc 11 (GLIBCXX_3.4.29 / CXXABI_1.3.13), zlib 1.2.11
 
 
-def _system_set(d: Path, glibc: str, glibcxx: str, cxxabi: str, gcc: str) -> dict[str, bytes]:
+#: glibc's libraries besides libc.so.6 (separate files before glibc 2.34, stubs since).
+GLIBC_LIBS = ("libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "ld-linux-x86-64.so.2")
+
+
+def _system_set(
+    d: Path, glibc: str, glibcxx: str, cxxabi: str, gcc: str, zlib: str
+) -> dict[str, bytes]:
+    glibc_libs = {
+        lib: build_fake_library(d, lib, {"GLIBC_": glibc}).read_bytes() for lib in GLIBC_LIBS
+    }
     return {
         "libc.so.6": build_fake_libc(d, glibc).read_bytes(),
-        "libm.so.6": build_fake_library(d, "libm.so.6", {"GLIBC_": glibc}).read_bytes(),
+        **glibc_libs,
+        "libz.so.1": build_fake_library(d, "libz.so.1", {"ZLIB_": zlib}).read_bytes(),
         "libgcc_s.so.1": build_fake_library(d, "libgcc_s.so.1", {"GCC_": gcc}).read_bytes(),
         "libstdc++.so.6": build_fake_library(
             d, "libstdc++.so.6", {"GLIBCXX_": glibcxx, "CXXABI_": cxxabi}, "g++"
@@ -316,8 +326,8 @@ def system_libs(tmp_path_factory: pytest.TempPathFactory) -> SystemLibs:
         pytest.skip("gcc and g++ are needed to build the image's system libraries")
     d = tmp_path_factory.mktemp("syslibs")
     return SystemLibs(
-        al2=_system_set(d / "al2", "2.26", "3.4.24", "1.3.11", "7.0.0"),
-        al2023=_system_set(d / "al2023", "2.34", "3.4.29", "1.3.13", "11.0.0"),
+        al2=_system_set(d / "al2", "2.26", "3.4.24", "1.3.11", "7.0.0", "1.2.7"),
+        al2023=_system_set(d / "al2023", "2.34", "3.4.29", "1.3.13", "11.0.0", "1.2.11"),
     )
 
 

@@ -36,6 +36,7 @@ from ..imagefs import FileSystem, FsEntry, LayerListing, list_layer, open_member
 from ..targets import Target, normalize_arch, quotas
 from ..tarstream import DIRECTORY, REGULAR, SYMLINK, TarStream
 from ..wheelfile import MAX_METADATA_BYTES, record_hash
+from .contents import KEEP_PREFIX_MAX
 from .imagesys import (
     ImageFacts,
     ImageSystem,
@@ -133,7 +134,10 @@ class _Visitor:
                 decided = True
                 chunk, head = head, b""
                 if elf_wanted and is_elf(chunk):
-                    scanner = ELFScanner(entry.size, name=self._label(entry))
+                    # keep as much as the zip scanner may (32 MB): a miss means streaming the
+                    # layer again up to the file, not one member
+                    prefix = min(entry.size, KEEP_PREFIX_MAX)
+                    scanner = ELFScanner(entry.size, name=self._label(entry), keep_prefix=prefix)
                 elif hasher is None and kept is None:
                     return
             if hasher is not None:
