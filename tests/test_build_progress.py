@@ -112,7 +112,15 @@ def test_packed_build_shows_the_pack_step(
         str(out),
     )
     assert proc.returncode == 0, proc.stderr
-    assert _steps(proc.stderr) == ["resolve", "download", "install", "slim", "pack", "zip"]
+    assert _steps(proc.stderr) == [
+        "resolve",
+        "download",
+        "install",
+        "slim",
+        "pack",
+        "zip",
+        "cleanup",
+    ]
     assert re.search(r"^pack: \d+ files, .*zstd -3", proc.stderr, re.M)
 
 

@@ -428,6 +428,8 @@ def _pack(
             lt.site, out_root, options.target, zstandard_wheel=zstd_wheel, level=level, progress=s
         )
         s.note = f"zstd -{level}: {human_bytes(info.archive_size)} archive"
+        if info.unpack_seconds is not None:
+            s.note += f", unpacked again in {info.unpack_seconds:.1f} s to verify"
         return info
 
 
@@ -479,6 +481,7 @@ def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built
     else:
         root = Path(tempfile.mkdtemp(prefix="torchwheel-layer-"))
     out_root = root
+    done = False
     try:
         lt = _install(options, fetched.wheels, root, clock)
         steps, would_save = _edit(options, lt, clock)
@@ -493,11 +496,22 @@ def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built
             zipped = _zip(options, options.output, lt, out_root, clock)
         if options.tree is not None:
             _publish_tree(out_root, options.tree)
+        done = True
     finally:
-        for d in {root, out_root}:  # published: renamed away already
-            if d.exists() and d != options.tree:
-                shutil.rmtree(d, ignore_errors=True)
+        # published: renamed away already
+        leftovers = [d for d in {root, out_root} if d.exists() and d != options.tree]
+        if done and leftovers and lt.materialize is None:  # a whole tree: seconds to remove
+            with clock.step("cleanup", files_total=len(lt.files)) as s:
+                _remove(leftovers)
+                s.update(files_done=len(lt.files))
+        else:
+            _remove(leftovers)
     return _Built(lt, steps, would_save, pack_info, zipped)
+
+
+def _remove(dirs: Sequence[Path]) -> None:
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _package_sizes(lt: LayerTree) -> list[PackageSize]:
