@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .errors import ArchiveError, InputError
+from .limits import open_regular
 from .tarstream import (
     REGULAR,
     Decompressed,
@@ -482,10 +483,11 @@ def is_image(path: str) -> bool:
     if os.path.isdir(path):
         return os.path.isfile(os.path.join(path, "oci-layout"))
     try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-    except OSError:
+        fd = open_regular(path)  # never blocks: a FIFO or device is not an image (nor a zip)
+    except ArchiveError:
         return False
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(512)
     if head[:2] == b"\x1f\x8b":
         return True  # a gzip-compressed tarball (docker save | gzip)
     return looks_like_tar(head)

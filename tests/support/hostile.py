@@ -26,7 +26,6 @@ import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 HOSTILE_DIR = Path(__file__).resolve().parent.parent / "data" / "hostile"
 _DATE = (2024, 1, 1, 0, 0, 0)
@@ -290,36 +289,27 @@ def markup_layers() -> dict[str, bytes]:
 # -- packed layers ---------------------------------------------------------------------------------
 
 
-class _Zeros(io.RawIOBase):
-    """``size`` zero bytes as a readable stream (so a big member is never held)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self._left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        n = min(len(buf), self._left)
-        buf[:n] = bytes(n)
-        self._left -= n
-        return n
-
-
 def tar_zst(members: Sequence[tuple[str, bytes | int]], level: int = 19) -> bytes:
-    """A PAX tar of ``members`` (bytes, or an int: that many zero bytes), zstd-compressed."""
+    """A PAX tar of ``members`` (bytes, or an int: that many zero bytes), zstd-compressed,
+    streamed (a big member is never held)."""
     import zstandard
 
+    zeros = bytes(1 << 20)
     out = io.BytesIO()
-    writer = zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False)
-    with writer, tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False) as w:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = data if isinstance(data, int) else len(data)
             info.mode = 0o644
             info.mtime = 315532800
-            tar.addfile(info, _Zeros(data) if isinstance(data, int) else io.BytesIO(data))
+            w.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+            if isinstance(data, bytes):
+                w.write(data)
+            else:
+                for left in range(data, 0, -len(zeros)):
+                    w.write(zeros[: min(left, len(zeros))])
+            w.write(bytes(-info.size % 512))
+        w.write(bytes(1024))
     return out.getvalue()
 
 
@@ -338,7 +328,7 @@ def packed_many_members(count: int = 2000, size: int = 1 << 20) -> bytes:
     """A packed layer whose small archive holds ``count`` members of ``size`` zero bytes."""
     import hashlib
 
-    archive = tar_zst([(f"pkg/f{i:05d}.bin", size) for i in range(count)])
+    archive = tar_zst([(f"pkg/f{i:05d}.bin", size) for i in range(count)], level=3)
     manifest = {"format": 1, "archive": "site-packages.tar.zst", "files": count,
                 "sha256": hashlib.sha256(archive).hexdigest(), "python": "3.12"}  # fmt: skip
     return _packed_layer(archive, json.dumps(manifest).encode())
