@@ -365,7 +365,7 @@ def _unconfirmed_findings(judged: _Judged, state: CheckState, target: Target) ->
                 "unconfirmed-system-library",
                 entries[0].label,
                 f"{lib} is not in the layers: {note} (unconfirmed; assumed present). "
-                f"Needed by {len(entries)} file(s): {shown}{extra}",
+                f"Needed by {len(entries)} file{'' if len(entries) == 1 else 's'}: {shown}{extra}",
                 libraries=[lib],
                 files=[e.label for e in entries],
             )
