@@ -28,6 +28,7 @@ from .tarstream import (
     REGULAR,
     SYMLINK,
     Decompressed,
+    TarMember,
     TarStream,
     member_name,
     open_layer_stream,
@@ -64,21 +65,51 @@ class LayerListing:
     opaque: list[str] = field(default_factory=list)
     unsafe: list[str] = field(default_factory=list)  # member names with ``..``
     bytes: int = 0  # uncompressed tar bytes
+    read: int = 0  # of which actually read (the rest was skipped by seeking a plain layer)
     digest: str | None = None  # sha256 of the uncompressed tar, when hashed
     compression: str = "none"
 
 
 #: Called for every regular file as the layer streams by: read it through ``tar.chunks()``.
 Visitor = Callable[[FsEntry, TarStream], None]
+#: Told ``(files, bytes)`` done after each member (uncompressed bytes of the tar stream).
+Progress = Callable[[int, int], None]
+
+
+def _whiteout(listing: LayerListing, path: str) -> bool:
+    """Record ``path`` if it is a whiteout or opaque marker; True when it was one."""
+    base = posixpath.basename(path)
+    if not base.startswith(_WHITEOUT):
+        return False
+    if base == _OPAQUE:
+        listing.opaque.append(posixpath.dirname(path))
+    elif not base.startswith(_WHITEOUT + _WHITEOUT):  # other .wh..wh.* names: aufs metadata
+        listing.whiteouts.append(posixpath.join(posixpath.dirname(path), base[len(_WHITEOUT) :]))
+    return True
+
+
+def _entry(m: TarMember, path: str, layer: int, by_path: dict[str, FsEntry]) -> FsEntry:
+    """The entry for member ``m``; a hardlink to a file of this layer becomes that file."""
+    if m.kind != HARDLINK:
+        return FsEntry(path, m.kind, m.size, m.mode, m.linkname, layer, m.offset)
+    target = "/" + (member_name(m.linkname) or "")
+    linked = by_path.get(target)
+    if linked is None:  # a file of a lower layer: resolved when the layers are applied
+        return FsEntry(path, "hardlink", 0, m.mode, target, layer, 0)
+    return FsEntry(path, linked.kind, linked.size, m.mode, linked.link, layer, linked.offset)
 
 
 def list_layer(
-    layer: ImageLayer, *, visit: Visitor | None = None, hash_content: bool = True
+    layer: ImageLayer,
+    *,
+    visit: Visitor | None = None,
+    hash_content: bool = True,
+    progress: Progress | None = None,
 ) -> LayerListing:
     """Stream ``layer`` once: its entries and whiteouts; ``visit`` may read each regular file.
 
     With ``hash_content`` the uncompressed stream is hashed and checked against the layer's
-    ``diff_id`` (:class:`ArchiveError` when they differ).
+    ``diff_id`` (:class:`ArchiveError` when they differ). ``progress`` is told each member.
     """
     label = f"{layer.store.label}: layer {layer.index + 1} ({layer.short})"
     listing = LayerListing(index=layer.index)
@@ -87,43 +118,29 @@ def list_layer(
         stream = open_layer_stream(raw, source=label, hash_content=hash_content)
         listing.compression = stream.compression
         tar = TarStream(stream, source=label)
+        done = 0
         for m in tar:
+            if progress is not None:
+                progress(1, stream.pos - done)
+                done = stream.pos
             name = member_name(m.name)
             if name is None:
                 if ".." in m.name.split("/"):
                     listing.unsafe.append(m.name)
                 continue
-            path = "/" + name
-            base = posixpath.basename(path)
-            if base.startswith(_WHITEOUT):
-                if base == _OPAQUE:
-                    listing.opaque.append(posixpath.dirname(path))
-                elif not base.startswith(_WHITEOUT + _WHITEOUT):  # .wh..wh.* is aufs metadata
-                    listing.whiteouts.append(posixpath.join(posixpath.dirname(path), base[4:]))
+            if _whiteout(listing, "/" + name):
                 continue
-            if m.kind == HARDLINK:
-                target = member_name(m.linkname)
-                linked = by_path.get("/" + target) if target else None
-                entry = FsEntry(path, "hardlink", 0, m.mode, "/" + (target or ""), layer.index, 0)
-                if linked is not None:
-                    entry = FsEntry(
-                        path,
-                        linked.kind,
-                        linked.size,
-                        m.mode,
-                        linked.link,
-                        layer.index,
-                        linked.offset,
-                    )
-            else:
-                entry = FsEntry(path, m.kind, m.size, m.mode, m.linkname, layer.index, m.offset)
-            by_path[path] = entry
+            entry = _entry(m, "/" + name, layer.index, by_path)
+            by_path[entry.path] = entry
             listing.entries.append(entry)
             if entry.kind == REGULAR and visit is not None and entry.offset == m.offset:
                 visit(entry, tar)
         if hash_content:
             stream.drain()
+        if progress is not None:
+            progress(0, stream.pos - done)
         listing.bytes = stream.pos
+        listing.read = stream.pos - stream.seeked
         listing.digest = stream.digest
     if hash_content and listing.digest is not None and listing.digest != layer.diff_id:
         raise ArchiveError(

@@ -39,6 +39,7 @@ __all__ = [
     "Decompressed",
     "TarMember",
     "TarStream",
+    "gzip_backend",
     "looks_like_tar",
     "member_name",
     "open_layer_stream",
@@ -90,6 +91,11 @@ class TarMember:
     offset: int  # where its data starts in the (uncompressed) tar stream
 
 
+def gzip_backend() -> str:
+    """The gzip inflater in use: ``"isal"`` or ``"zlib"``."""
+    return "zlib" if _gzip is zlib else "isal"
+
+
 class Decompressed:
     """A forward-only reader over a gzip / zstd / plain stream, optionally hashing what it yields.
 
@@ -110,6 +116,7 @@ class Decompressed:
         self.raw = raw
         self.max_bytes = max_bytes
         self.pos = 0  # uncompressed bytes consumed
+        self.seeked = 0  # of which skipped by seeking (never read)
         self._hasher: Any = hashlib.sha256() if hash_content else None
         self._buf = b""  # the current chunk; self._off: how much of it was consumed
         self._off = 0
@@ -258,6 +265,7 @@ class Decompressed:
             and _seekable(self.raw)
         ):
             self.pos += n
+            self.seeked += n - buffered
             self._buf, self._off = b"", 0
             self.raw.seek(n - buffered, 1)
             return

@@ -38,12 +38,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..image import is_image
 from ..progress import ProgressCallback, step
 from ..targets import Target, all_targets, make_target, normalize_arch, parse_python
+from ..tarstream import gzip_backend
 from ..zipread import ZipReader, inflate_backend
 from .contents import ContentScan
 from .deps import dist_findings
@@ -185,20 +187,31 @@ def _the_image(paths: list[str], function: str | Path | None) -> str | None:
     return images[0]
 
 
+@dataclass(frozen=True)
+class _ImageOptions:
+    arch: str | None
+    python: str | None
+    runtime: str | None
+    ignored: tuple[str, ...]
+    record: bool
+    workers: int | None
+
+
 def _check_image(
-    path: str,
-    arch: str | None,
-    python: str | None,
-    runtime: str | None,
-    ignored: tuple[str, ...],
-    record: bool,
-    workers: int | None,
-    t0: float,
+    path: str, opts: _ImageOptions, progress: ProgressCallback | None, t0: float
 ) -> CheckReport:
     """An image (checks/image.py): one target, the image's own files as the system."""
-    read = read_image(
-        path, arch=arch, python=python, runtime=runtime, record=record, workers=workers
-    )
+    ignored, record = opts.ignored, opts.record
+    with step(progress, "scan") as s:
+        read = read_image(
+            path,
+            arch=opts.arch,
+            python=opts.python,
+            runtime=opts.runtime,
+            record=record,
+            workers=opts.workers,
+            progress=s,
+        )
     try:
         state = read.state
         generic = [*read.generic, *layout_findings(state.entries), *record_findings(state, record)]
@@ -221,7 +234,7 @@ def _check_image(
             members=len(state.entries),
             bytes_read=state.bytes_read,
             record_checked=record,
-            inflate="zlib",
+            inflate=gzip_backend(),
             seconds=time.perf_counter() - t0,
             ignored=ignored,
             inputs=read.inputs,
@@ -280,7 +293,8 @@ def check(
     ignored = _ignored(ignore)
     image = _the_image([str(p) for p in paths], function)
     if image is not None:
-        return _check_image(image, arch, python, runtime, ignored, record, workers, t0)
+        opts = _ImageOptions(arch, python, runtime, ignored, record, workers)
+        return _check_image(image, opts, progress, t0)
     targets, single = _targets(runtime, arch, python)
     fn_path = str(function) if function is not None else None
     all_paths = [str(p) for p in paths]

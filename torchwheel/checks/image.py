@@ -33,6 +33,7 @@ from ..elf import ELFInfo, ELFScanner, is_elf
 from ..errors import ELFError
 from ..image import Image, ImageLayer, open_image
 from ..imagefs import FileSystem, FsEntry, LayerListing, list_layer, open_member
+from ..progress import Step
 from ..targets import Target, normalize_arch, quotas
 from ..tarstream import DIRECTORY, REGULAR, SYMLINK, TarStream
 from ..wheelfile import MAX_METADATA_BYTES, record_hash
@@ -180,18 +181,22 @@ class _Visitor:
             self.result.elves[entry.offset] = info
 
 
-def _stream(layer: ImageLayer, record: bool) -> _LayerResult:
+def _stream(layer: ImageLayer, record: bool, progress: Step | None) -> _LayerResult:
     visitor = _Visitor(layer, record)
-    visitor.result.listing = list_layer(layer, visit=visitor, hash_content=record)
+    told = None if progress is None else lambda f, b: progress.advance(files=f, bytes=b)
+    visitor.result.listing = list_layer(layer, visit=visitor, hash_content=record, progress=told)
     return visitor.result
 
 
-def _stream_all(image: Image, record: bool, workers: int | None) -> list[_LayerResult]:
+def _stream_all(
+    image: Image, record: bool, workers: int | None, progress: Step | None
+) -> list[_LayerResult]:
+    """Every layer streamed once; layers in parallel (inflate and hashing release the GIL)."""
     n = min(workers or min(4, os.cpu_count() or 1), len(image.layers)) or 1
     if n == 1:
-        return [_stream(layer, record) for layer in image.layers]
+        return [_stream(layer, record, progress) for layer in image.layers]
     with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(lambda layer: _stream(layer, record), image.layers))
+        return list(pool.map(lambda layer: _stream(layer, record, progress), image.layers))
 
 
 # -- the deployment inside the image ------------------------------------------------------------
@@ -295,7 +300,7 @@ def _state(image: Image, fs: FileSystem, results: list[_LayerResult], record: bo
     mark_vendored(state.dists)
     if record:
         _rehash(state)
-    state.bytes_read = sum(r.listing.bytes for r in results)
+    state.bytes_read = sum(r.listing.read for r in results)
     return state
 
 
@@ -410,12 +415,18 @@ def read_image(
     runtime: str | None = None,
     record: bool = True,
     workers: int | None = None,
+    progress: Step | None = None,
 ) -> ImageCheck:
-    """Read the image at ``path`` (``-``: stdin) into everything :func:`check` judges."""
+    """Read the image at ``path`` (``-``: stdin) into everything :func:`check` judges.
+
+    ``progress`` (the ``scan`` step) counts members and uncompressed bytes as layers stream.
+    """
     oci_arch = _ARCH_TO_OCI.get(normalize_arch(arch)) if arch else None
     image = open_image(path, arch=oci_arch)
     try:
-        return _read(image, arch, python, runtime, record, workers)
+        if progress is not None:
+            progress.update(item=image.source)
+        return _read(image, arch, python, runtime, record, workers, progress)
     except BaseException:
         image.close()
         raise
@@ -428,8 +439,9 @@ def _read(
     runtime: str | None,
     record: bool,
     workers: int | None,
+    progress: Step | None,
 ) -> ImageCheck:
-    results = _stream_all(image, record, workers)
+    results = _stream_all(image, record, workers, progress)
     fs = FileSystem()
     for r in results:
         fs.apply(r.listing)
