@@ -38,6 +38,7 @@ from torchwheel.checks import CheckReport, check
 from torchwheel.errors import ArchiveError, InputError
 from torchwheel.image import is_image, open_image
 from torchwheel.imagefs import FileSystem, list_layer, open_member
+from torchwheel.tarstream import Decompressed, TarStream
 
 FORMATS = ("docker-save", "oci-tar", "oci-dir")
 TAG = "cpython-312-x86_64-linux-gnu"
@@ -538,3 +539,82 @@ def test_real_wheels_in_var_task(
         f for f in r.findings if f.code == "missing-shared-library" and f.severity == "error"
     ]
     assert any("numpy/" in f.path and "libm.so.6" in f.message for f in missing)
+
+
+# -- budgets: the tar reader under hostile input --------------------------------------------------
+
+
+def _header(
+    name: str, size: int, typeflag: bytes = b"0", *, size_field: bytes | None = None
+) -> bytes:
+    block = bytearray(512)
+    block[0 : len(name)] = name.encode()
+    block[100:108] = b"0000644\x00"
+    block[124:136] = size_field if size_field is not None else b"%011o\x00" % size
+    block[156:157] = typeflag
+    block[257:263] = b"ustar\x00"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
+
+
+def _members(data: bytes, **limits: int) -> list[tuple[str, int]]:
+    stream = Decompressed(io.BytesIO(data), source="t")
+    tar = TarStream(stream, source="t", **limits)
+    return [(m.name, len(b"".join(tar.chunks()))) for m in tar]
+
+
+def test_tar_budgets_and_formats() -> None:
+    body = b"x" * 700
+    one = _header("a.txt", len(body)) + body + bytes(-len(body) % 512)
+    assert _members(one + bytes(1024)) == [("a.txt", 700)]
+    # GNU base-256 size field
+    b256 = b"\x80" + (700).to_bytes(11, "big")
+    assert _members(_header("b.txt", 0, size_field=b256) + body + bytes(324)) == [("b.txt", 700)]
+    # a pax header over the limit is refused before it is read
+    pax = _header("././@PaxHeader", 10 * 1024**3, b"x")
+    with pytest.raises(ArchiveError, match="pax header of 10,737,418,240 bytes"):
+        _members(pax + one)
+    with pytest.raises(ArchiveError, match="more than 2 members"):
+        _members(one * 3, max_members=2)
+    with pytest.raises(ArchiveError, match="member limit"):
+        _members(one, max_member_bytes=100)
+    broken = bytearray(one)
+    broken[0] ^= 0x01  # the name changes, the checksum does not
+    with pytest.raises(ArchiveError, match="corrupt tar header at byte 0"):
+        _members(bytes(broken))
+    with pytest.raises(ArchiveError, match="truncated tar data"):
+        _members(one[:600])
+
+
+def test_gzip_streams_bounded_and_concatenated() -> None:
+    a = layer_tar({"/a": b"A" * 5000})
+    b = layer_tar({"/b": b"B" * 5000})
+    # pigz-style concatenated members, then zero padding: read as one stream
+    joined = gzip.compress(a[:1024]) + gzip.compress(a[1024:]) + bytes(512)
+    stream = Decompressed(io.BytesIO(joined), source="t", hash_content=True)
+    assert stream.compression == "gzip"
+    stream.drain()
+    assert stream.pos == len(a)
+    # a bomb: 64 MiB of zeros in a few KB stops at the budget, without holding it
+    bomb = gzip.compress(bytes(64 * 1024**2), compresslevel=9)
+    assert len(bomb) < 100_000
+    capped = Decompressed(io.BytesIO(bomb), source="bomb", max_bytes=8 * 1024**2)
+    with pytest.raises(ArchiveError, match="inflates past 8,388,608 bytes"):
+        capped.drain()
+    with pytest.raises(ArchiveError, match="truncated gzip"):
+        Decompressed(io.BytesIO(gzip.compress(b)[:-20]), source="t").drain()
+
+
+def test_stdin_spool_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = _write(tmp_path, "img", [{"/var/task/a.py": b"a" * 100_000}], "docker-save")
+
+    class _Stdin:
+        buffer = io.BytesIO(image.read_bytes())
+
+    monkeypatch.setattr(sys, "stdin", _Stdin())
+    with pytest.raises(InputError, match="more than 50,000 bytes"):
+        open_image("-", spool_limit=50_000)
+    _Stdin.buffer.seek(0)
+    with open_image("-") as opened:
+        assert opened.source == "<stdin>" and len(opened.layers) == 1
