@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections import deque
 from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -282,9 +283,9 @@ class _Loader:
     def run(self, root: str) -> LoadResult:
         real = self.tree.realpath(root) or root
         self.add(Loaded(real, root, self.tree.elves.get(real), None, None, {root}))
-        queue = [real]
+        queue = deque([real])
         while queue:
-            obj = self.objects[queue.pop(0)]
+            obj = self.objects[queue.popleft()]
             if obj.elf is None:
                 continue  # a system library: its own needs are the system's business
             for name in obj.elf.needed:
