@@ -238,11 +238,7 @@ def _open_store(path: str, spool_limit: int) -> tuple[_Store, int]:
         fd = _spool(sys.stdin.buffer, label, spool_limit)
         given = os.fstat(fd).st_size
     else:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise InputError(f"{path}: not a regular file")
-        os.set_blocking(fd, True)
+        fd = open_regular(path)
         given = os.fstat(fd).st_size
         if _is_gzip(fd):
             with os.fdopen(fd, "rb") as f:
