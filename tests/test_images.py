@@ -618,3 +618,54 @@ def test_stdin_spool_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     _Stdin.buffer.seek(0)
     with open_image("-") as opened:
         assert opened.source == "<stdin>" and len(opened.layers) == 1
+
+
+def test_nothing_to_check_is_an_error(tmp_path: Path, system_libs: SystemLibs) -> None:
+    path = _write(
+        tmp_path, "empty", [base_layer(system_libs, "2.34"), {"/app/a.py": b""}], "oci-tar"
+    )
+    with pytest.raises(InputError, match="nothing in /var/task or /opt"):
+        check([path])
+
+
+def _sparse_docker_save(dest: Path, base: bytes, big: int) -> None:
+    """A docker-save tarball whose second layer holds one ``big``-byte file of zeros, written
+    sparse (nothing but headers reaches the disk)."""
+
+    def member(name: str, size: int) -> bytes:
+        field = b"\x80" + size.to_bytes(11, "big") if size >= 8**11 else None
+        return _header(name, size, size_field=field)
+
+    inner = member("data/zeros.bin", big)
+    layer_size = len(inner) + big + (-big % 512) + 1024
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["LD_LIBRARY_PATH=/lib64"]},
+            "rootfs": {"diff_ids": ["sha256:" + "0" * 64, "sha256:" + "1" * 64]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        [{"Config": "c.json", "Layers": ["base/layer.tar", "big/layer.tar"]}]
+    ).encode()
+    with open(dest, "wb") as f:
+        for name, data in (("c.json", config), ("base/layer.tar", base)):
+            f.write(member(name, len(data)) + data + bytes(-len(data) % 512))
+        f.write(member("big/layer.tar", layer_size) + inner)
+        f.seek(big + (-big % 512), 1)
+        f.write(bytes(1024))  # the layer's end blocks
+        f.write(member("manifest.json", len(manifest)) + manifest + bytes(-len(manifest) % 512))
+        f.write(bytes(1024))
+
+
+def test_image_over_the_10_gb_quota(tmp_path: Path, system_libs: SystemLibs, elves: Elves) -> None:
+    layers = {**base_layer(system_libs, "2.34"), **_app(elves)}
+    dest = tmp_path / "huge.tar"
+    _sparse_docker_save(dest, layer_tar(layers), 10 * 1024**3 + 1)
+    assert dest.stat().st_blocks * 512 < 50 * 1024**2  # sparse: the disk holds the headers
+    r = check([dest], record=False)  # --no-record: plain layers are skipped by seeking
+    (f,) = [f for f in r.findings if f.code == "image-too-large"]
+    assert f.severity == "error" and f.detail["limit"] == 10 * 1024**3
+    assert r.sizes.unzipped_total > 10 * 1024**3
+    assert not r.ok and r.bytes_read < 100 * 1024**2

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..elf import ELFInfo, ELFScanner, is_elf
-from ..errors import ELFError
+from ..errors import ELFError, InputError
 from ..image import Image, ImageLayer, open_image
 from ..imagefs import FileSystem, FsEntry, LayerListing, list_layer, open_member
 from ..progress import Step
@@ -456,6 +456,12 @@ def _read(
     rt = image_runtime(system, f"image {image.tags[0]}" if image.tags else "image", py, arch_name)
     target = Target(runtime=rt, arch=arch_name, python=py)
     state = _state(image, fs, results, record)
+    if not any(not e.is_dir for e in state.entries):
+        workdir = image.config.working_dir or "/"
+        raise InputError(
+            f"{image.source}: nothing in /var/task or /opt to check (the image's WorkingDir is "
+            f"{workdir}); Lambda images keep the function in /var/task (LAMBDA_TASK_ROOT)"
+        )
     state.image = system
     generic = _unsafe(image, results)
     found, sizes = _sizes(image, results, state)
