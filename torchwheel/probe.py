@@ -245,8 +245,12 @@ class WheelProbe:
             wheel, requires_dist=meta.requires_dist, metadata_source="pep658"
         )
 
-    def _read_directory(self, cand: Candidate, wheel: WheelFacts) -> WheelFacts:
-        """Central directory (and METADATA when still unknown) by range reads."""
+    def _read_directory(
+        self, cand: Candidate, wheel: WheelFacts, *, metadata: bool | None
+    ) -> WheelFacts:
+        """Central directory by range reads, and METADATA while Requires-Dist is unknown:
+        always (``metadata=True``), never (``False``), or only when the central directory
+        shows no GPU library (``None``: a GPU library decides the variant already)."""
         if self.offline and not _is_local(cand.url):
             return wheel
         try:
@@ -255,7 +259,9 @@ class WheelProbe:
             return wheel
         try:
             wheel = _with_members(wheel, rw)
-            member = rw.metadata_member() if wheel.requires_dist is None else None
+            if metadata is None:
+                metadata = wheel.gpu_kind == "cpu"
+            member = rw.metadata_member() if metadata and wheel.requires_dist is None else None
             if member is not None:
                 meta = parse_metadata(rw.read_member(member), source=cand.filename)
                 source = "local" if rw.local else "range"
@@ -283,7 +289,7 @@ class WheelProbe:
             and from_requirements(wheel.requires_dist, env)[0] is not None
         )
         if not gpu_by_reqs and wheel.files is None:
-            wheel = self._read_directory(cand, wheel)
+            wheel = self._read_directory(cand, wheel, metadata=None)
         self.remember(cand, wheel)
         return classify(cand.version, wheel, env)
 
@@ -292,8 +298,8 @@ class WheelProbe:
         wheel = self.facts(cand)
         if wheel.requires_dist is None:
             wheel = self._pep658(cand, wheel)
-        if wheel.requires_dist is None and wheel.files is None:
-            wheel = self._read_directory(cand, wheel)
+        if wheel.requires_dist is None:
+            wheel = self._read_directory(cand, wheel, metadata=True)
         self.remember(cand, wheel)
         return wheel.requires_dist
 
@@ -301,7 +307,7 @@ class WheelProbe:
         """Facts with the central directory read (sizes, largest members, GPU libraries)."""
         wheel = self.facts(cand)
         if wheel.files is None:
-            wheel = self._read_directory(cand, wheel)
+            wheel = self._read_directory(cand, wheel, metadata=False)
             self.remember(cand, wheel)
         return wheel
 

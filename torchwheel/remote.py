@@ -193,9 +193,9 @@ class _RangeReader:
         finally:
             resp.close()
 
-    def open(self) -> int:
-        """First request: the tail of the file; returns the file size."""
-        self._take(self._get(f"bytes=-{TAIL_READ}"), TAIL_READ)
+    def open(self, tail: int = TAIL_READ) -> int:
+        """First request: the last ``tail`` bytes of the file; returns the file size."""
+        self._take(self._get(f"bytes=-{tail}"), tail)
         if self.size < 0:
             raise NetworkError(f"{self.url}: server did not say how large the file is")
         return self.size
@@ -253,7 +253,7 @@ class _LocalReader:
     def close(self) -> None:
         os.close(self.fd)
 
-    def open(self) -> int:
+    def open(self, tail: int = TAIL_READ) -> int:
         return self.size
 
     def available(self, offset: int, length: int) -> bytes:
@@ -273,9 +273,11 @@ class RemoteWheel:
     and ``file://`` URLs are read in place (no requests). ``max_requests`` bounds the requests
     this object may make in all (retries included); ``allow_full`` lets a server that ignores
     ``Range`` send the whole file (spooled to a temporary file) instead of raising
-    :class:`RangesIgnored`. Raises :class:`~torchwheel.errors.NetworkError` when the URL cannot
-    be read and :class:`~torchwheel.errors.ArchiveError` when it is not a readable zip. Use as
-    a context manager (or call :meth:`close`).
+    :class:`RangesIgnored`. ``tail`` is what the first request asks for (64 KiB: a small
+    wheel's central directory, or the end of a big one's). Raises
+    :class:`~torchwheel.errors.NetworkError` when the URL cannot be read and
+    :class:`~torchwheel.errors.ArchiveError` when it is not a readable zip. Use as a context
+    manager (or call :meth:`close`).
     """
 
     def __init__(
@@ -287,6 +289,7 @@ class RemoteWheel:
         allow_full: bool = False,
         retries: int = 2,
         backoff: float = 0.2,
+        tail: int = TAIL_READ,
     ) -> None:
         self.url = url
         self._own_client = False
@@ -301,7 +304,7 @@ class RemoteWheel:
                 url, http, retries, backoff, allow_full=allow_full, max_requests=max_requests
             )
         try:
-            self.size = self._reader.open()
+            self.size = self._reader.open(tail)
             self.members = read_central_directory(self._reader.read_at, self.size, source=url)
         except BaseException:
             self.close()

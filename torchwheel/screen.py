@@ -261,29 +261,39 @@ class Screener:
                 out[j] = (c, s.verdict)
         return out
 
-    def _size_newest_gpu(self, out: list[Judged]) -> None:
-        """Weigh the requirements of the newest rejected GPU build (reason and report)."""
-        if self.sizer is None or self.want not in ("cpu", "any"):
-            return
+    def _newest_gpu(self, out: list[Judged]) -> tuple[Candidate, Screened] | None:
         for c, _ in out:
             s = self.results.get(c.url)
-            if s is None or s.variant is None or not s.variant.is_gpu or s.verdict.compatible:
-                continue
-            if c.project in self._sized or not s.variant.requirements:
-                return
-            self._sized.add(c.project)
-            size = self.sizer(c, s.variant.requirements)
-            if not size:
-                return
-            old = self._variant_reason(s.variant)
-            new = gpu_reason(s.variant, size)
-            reasons = tuple(new if r == old else r for r in s.verdict.reasons)
-            verdict = dataclasses.replace(s.verdict, reasons=reasons)
-            self.results[c.url] = dataclasses.replace(s, verdict=verdict, requirements_bytes=size)
-            for j, (c2, _) in enumerate(out):
-                if c2.url == c.url:
-                    out[j] = (c2, verdict)
+            if s is not None and s.variant is not None and s.variant.is_gpu:
+                return None if s.verdict.compatible else (c, s)
+        return None
+
+    def _size_newest_gpu(self, out: list[Judged]) -> None:
+        """Weigh the requirements of the newest rejected GPU build (reason and report).
+
+        Judged by its central directory alone, its METADATA is read first (the requirements
+        and the CUDA version)."""
+        found = self._newest_gpu(out) if self.sizer is not None else None
+        if found is None or self.want not in ("cpu", "any") or found[0].project in self._sized:
             return
+        c, s = found
+        self._sized.add(c.project)
+        variant = s.variant
+        if variant is not None and not variant.requirements and self.probe is not None:
+            self.probe.requires_dist(c)
+            variant = self.probe.variant(c, self.target)
+        size = self.sizer(c, variant.requirements) if self.sizer and variant else None
+        if variant is None or not variant.is_gpu:
+            return
+        old = self._variant_reason(s.variant) if s.variant is not None else ""
+        new = gpu_reason(variant, size)
+        verdict = dataclasses.replace(
+            s.verdict, reasons=tuple(new if r == old else r for r in s.verdict.reasons)
+        )
+        self.results[c.url] = Screened(verdict, variant, s.elf, size)
+        for j, (c2, _) in enumerate(out):
+            if c2.url == c.url:
+                out[j] = (c2, verdict)
 
     def gpu_rejections(self, project: str) -> list[tuple[Candidate, Screened]]:
         """The wheels of ``project`` rejected as unwanted builds, newest first."""

@@ -112,7 +112,7 @@ class _Rules:
     requirements: tuple[tuple[str, tuple[str, ...]], ...]
     payload: tuple[str, ...]
     cuda_version: tuple[str, ...]
-    libraries: tuple[tuple[str, tuple[str, ...]], ...]
+    libraries: tuple[tuple[str, re.Pattern[str]], ...]  # kind -> one regex of its globs
 
 
 @cache
@@ -124,13 +124,19 @@ def _rules() -> _Rules:
     for one in str(v.get("source", "")).split(";"):
         if one.strip() not in data["sources"]:
             raise DataError(f"lambda.json: pytorch.variants cites unknown source {one.strip()!r}")
+    for kind, globs in v["libraries"].items():
+        if not all(".so" in g for g in globs):
+            raise DataError(f"lambda.json: pytorch.variants.libraries.{kind}: name shared objects")
     return _Rules(
         projects=frozenset(str(canonicalize_name(p)) for p in v["projects"]),
         labels=tuple((k, re.compile(p)) for k, p in v["labels"].items()),
         requirements=tuple((k, tuple(p)) for k, p in v["requirements"].items()),
         payload=tuple(v["gpu_payload_requirements"]),
         cuda_version=tuple(v["cuda_version_requirements"]),
-        libraries=tuple((k, tuple(p)) for k, p in v["libraries"].items()),
+        libraries=tuple(
+            (k, re.compile("|".join(fnmatch.translate(g) for g in p)))
+            for k, p in v["libraries"].items()
+        ),
     )
 
 
@@ -247,11 +253,14 @@ def from_members(members: Iterable[tuple[str, int]]) -> Variant:
     """The variant the wheel's file names show: GPU libraries by name, or a CPU build."""
     found: dict[str, list[tuple[str, int]]] = {}
     count = 0
+    rules = _rules().libraries
     for name, size in members:
         count += 1
+        if ".so" not in name:  # every library pattern names a shared object
+            continue
         base = posixpath.basename(name)
-        for kind, patterns in _rules().libraries:
-            if _matches(base, patterns):
+        for kind, pattern in rules:
+            if pattern.match(base):
                 found.setdefault(kind, []).append((name, size))
                 break
     if not found:
