@@ -277,7 +277,10 @@ def check(
 
     ``paths`` is one zip (a string or path) or a sequence of them (anything else raises
     :class:`TypeError`). ``progress`` receives the ``scan`` step's events
-    (:mod:`torchwheel.progress`).
+    (:mod:`torchwheel.progress`). A directory is judged like the zip of its contents
+    (:mod:`.sources`: ``sam build`` / ``cdk synth`` output). One container image (a ``docker
+    save`` tarball, an OCI layout, ``"-"`` for stdin) is checked alone, as one target read from
+    the image itself (:mod:`.image`): ``runtime`` then names the runtime it claims to be.
 
     ``runtime`` (+ ``arch``, ``python``) checks one target; without ``runtime`` every
     non-deprecated runtime × architecture is judged (``provided.*`` too when ``python`` is
