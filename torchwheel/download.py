@@ -9,18 +9,27 @@
   behind);
 - an interrupted download keeps ``partial/<sha256>.part`` and the next attempt asks only for
   the missing bytes (HTTP ``Range``); a server that ignores the range is handled (restart);
-- a cached file is reused without any network access;
-- ``file://`` URLs and local paths are verified in place and returned as they are.
+- a cached file is reused without any network access, after it is verified again (its
+  sha256; and a wheel cached without a known hash must still open as a wheel with a valid
+  RECORD) — a bad entry is dropped and downloaded again;
+- a wheel enters the cache only verified: by the expected hash when the index gave one,
+  else it must open as a wheel with a valid RECORD (a 200 answer of garbage is not cached);
+- concurrent processes on one cache are safe: each download holds a lock on its partial
+  file, and a finished file is moved into place only if none is there yet (rename-if-absent);
+- ``file://`` URLs and local paths are verified in place and returned as they are; an index
+  candidate whose page was read over the network never names a local file.
 
 This module knows nothing of Lambda; it takes an injected :class:`httpx.Client`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -29,8 +38,17 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .atomic import atomic_write
-from .errors import HashMismatch, InputError, NetworkError
-from .http import cache_root, get_with_retries, local_path, make_client, split_hash_fragment
+from .errors import ArchiveError, HashMismatch, InputError, NetworkError
+from .http import (
+    cache_root,
+    get_with_retries,
+    is_remote_url,
+    local_path,
+    make_client,
+    split_hash_fragment,
+)
+from .wheelfile import find_dist_info, parse_record, parse_wheel
+from .zipread import ZipReader
 
 __all__ = ["FetchStats", "Fetchable", "cache_root", "cached_path", "fetch", "make_client"]
 
@@ -124,6 +142,12 @@ def fetch(
         url, frag_hash = split_hash_fragment(item.url)
         expected = sha256 or item.sha256 or frag_hash
         filename = item.filename
+        source = getattr(item, "source", None)
+        if isinstance(source, str) and is_remote_url(source) and not is_remote_url(url):
+            raise InputError(
+                f"{url}: a page from {source} links outside HTTP(S); only --find-links paths "
+                "and file:// indexes you give reach local files"
+            )
     if expected is not None:
         expected = expected.lower()
         if not _HEX64.match(expected):
@@ -145,20 +169,62 @@ def fetch(
     own_client = client is None
     http = client if client is not None else make_client()
     try:
-        attempt = 0
-        while True:
-            try:
-                return _download(http, url, filename, expected, root, progress, stats, retries)
-            except _Interrupted as exc:
-                attempt += 1
-                if attempt > retries:
-                    raise NetworkError(
-                        f"{url}: download interrupted after {exc.done:,} bytes ({exc.reason}); "
-                        "run again to resume"
-                    ) from None
+        with _partial_lock(root, url, expected):
+            hit = _cached(root, url, filename, expected)  # another process finished it
+            if hit is not None:
+                stats.cache_hits += 1
+                return hit
+            return _download_with_retries(
+                http, url, filename, expected, root, progress, stats, retries
+            )
     finally:
         if own_client:
             http.close()
+
+
+def _download_with_retries(
+    http: httpx.Client,
+    url: str,
+    filename: str,
+    expected: str | None,
+    root: Path,
+    progress: Progress | None,
+    stats: FetchStats,
+    retries: int,
+) -> Path:
+    attempt = 0
+    while True:
+        try:
+            return _download(http, url, filename, expected, root, progress, stats, retries)
+        except _Interrupted as exc:
+            attempt += 1
+            if attempt > retries:
+                raise NetworkError(
+                    f"{url}: download interrupted after {exc.done:,} bytes ({exc.reason}); "
+                    "run again to resume"
+                ) from None
+
+
+def _part_path(root: Path, url: str, expected: str | None) -> Path:
+    return root / "partial" / f"{expected or 'url-' + _url_key(url)}.part"
+
+
+@contextlib.contextmanager
+def _partial_lock(root: Path, url: str, expected: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on this download's partial file (another process downloading
+    the same file waits, then finds it in the cache). The lock file is removed when done:
+    whoever locks next looks in the cache first; in the rare race where a process locks a
+    new file while another still holds the old one, both may write the partial file, and
+    verification keeps the result out of the cache unless it is right."""
+    lock = _part_path(root, url, expected).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
 
 
 class _Interrupted(Exception):
@@ -179,12 +245,46 @@ def _verify_local(path: Path, url: str, expected: str | None) -> Path:
 
 
 def _cached(root: Path, url: str, filename: str, expected: str | None) -> Path | None:
-    """The finished file in the cache: by the expected hash, else by what ``url`` gave."""
+    """The finished file in the cache (by the expected hash, else by what ``url`` gave),
+    verified again: its sha256, and for a wheel cached without a known hash, that it opens
+    as a wheel with a valid RECORD. A bad entry is removed and reads as a miss."""
     digest = expected if expected is not None else _lookup_url(root, url)
     if digest is None:
         return None
     hit = cached_path(digest, filename, root)
-    return hit if hit.is_file() else None
+    if not hit.is_file():
+        return None
+    try:
+        actual, _ = _hash_file(hit)
+        if actual == digest and (expected is not None or _wheel_problem(hit, filename) is None):
+            return hit
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        hit.unlink()
+    return None
+
+
+def _wheel_problem(path: Path, filename: str) -> str | None:
+    """Why ``path`` is not a wheel with a valid RECORD (every file it lists present), or None.
+    Files not named ``*.whl`` are not judged."""
+    if not filename.endswith(".whl"):
+        return None
+    try:
+        project = parse_wheel(filename).name
+        with ZipReader(path) as zr:
+            names = {m.name for m in zr.members}
+            dist_info = find_dist_info(names, project, source=filename)
+            record = next((m for m in zr.members if m.name == f"{dist_info}/RECORD"), None)
+            if record is None:
+                return f"{dist_info}/RECORD is missing"
+            entries = parse_record(zr.read(record, limit=1 << 26), source=f"{filename}: RECORD")
+    except (ArchiveError, InputError) as exc:  # InvalidWheelFilename is an InputError
+        return str(exc)
+    missing = [e.path for e in entries if e.path not in names]
+    if missing:
+        return f"RECORD lists {len(missing)} file(s) the wheel lacks (first: {missing[0]})"
+    return None
 
 
 def _lookup_url(root: Path, url: str) -> str | None:
@@ -213,7 +313,7 @@ def _download(
 ) -> Path:
     """One transfer into ``partial/``: resumed from what is there, renamed into the cache
     when the hash matches. Raises :class:`_Interrupted` when the body stops short."""
-    part = root / "partial" / f"{expected or 'url-' + _url_key(url)}.part"
+    part = _part_path(root, url, expected)
     part.parent.mkdir(parents=True, exist_ok=True)
     hasher, have = _hash_partial(part)
     resp = _open(http, url, part, have, retries)
@@ -303,13 +403,32 @@ def _receive(
 def _finish(
     part: Path, actual: str, url: str, filename: str, expected: str | None, root: Path
 ) -> Path:
-    """Check the hash, then rename ``part`` into the cache (nothing is kept on a mismatch)."""
+    """Verify, then move ``part`` into the cache if no file is there yet (nothing is kept when
+    verification fails): the expected hash, or without one, the wheel's shape and RECORD."""
     if expected is not None and actual != expected:
         part.unlink(missing_ok=True)
         raise HashMismatch(url, expected, actual)
+    if expected is None:
+        problem = _wheel_problem(part, filename)
+        if problem is not None:
+            part.unlink(missing_ok=True)
+            raise InputError(f"{url}: not a valid wheel ({problem}); nothing was cached")
     dest = cached_path(actual, filename, root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, dest)
+    _rename_if_absent(part, dest)
     if expected is None:
         _remember_url(root, url, actual)
     return dest
+
+
+def _rename_if_absent(src: Path, dest: Path) -> None:
+    """Move ``src`` to ``dest`` unless a file is there already (then ``src`` is dropped:
+    the same content, named by its hash, arrived from another process)."""
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here: a rename is atomic too
+        os.replace(src, dest)
+        return
+    src.unlink(missing_ok=True)

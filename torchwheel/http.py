@@ -9,8 +9,17 @@ may inject their own client instead. :func:`get_with_retries` is the one retry l
 404/410 raise :class:`NotFound` and every other failure a one-line
 :class:`~torchwheel.errors.NetworkError` naming the URL.
 
+Budgets (docs/security.md): :func:`read_body` reads a streamed answer under a byte cap
+(:data:`MAX_PAGE_BYTES` for index pages and metadata) and an overall deadline for the whole
+exchange (:data:`PAGE_DEADLINE`: a server dripping a byte every few seconds no longer holds
+the client for minutes), and turns a body that lies about its encoding (``Content-Encoding:
+gzip`` that is not) into a :class:`~torchwheel.errors.NetworkError`. Redirect loops stop at
+:data:`MAX_REDIRECTS`. :class:`HostLog` records every host a client contacts (redirects
+included) for the ``--json`` reports.
+
 Also here: ``file://`` URL ↔ path (:func:`file_url_path` refuses remote hosts),
-``#sha256=`` fragments (:func:`split_hash_fragment`) and the cache root (:func:`cache_root`).
+``#sha256=`` fragments (:func:`split_hash_fragment`), :func:`is_remote_url` (what a page
+from the network may link to) and the cache root (:func:`cache_root`).
 This module knows nothing of Lambda or of package indexes.
 """
 
@@ -36,18 +45,23 @@ from .errors import InputError, NetworkError, NotFound
 __all__ = [
     "CONNECT_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "MAX_PAGE_BYTES",
     "MAX_REDIRECTS",
     "MAX_RETRY_AFTER",
+    "PAGE_DEADLINE",
     "RETRY_STATUS",
     "USER_AGENT",
+    "HostLog",
     "NotFound",
     "cache_root",
     "file_url_path",
     "get_with_retries",
+    "is_remote_url",
     "local_path",
     "make_client",
     "parse_retry_after",
     "path_url",
+    "read_body",
     "retry_delay",
     "split_hash_fragment",
 ]
@@ -63,6 +77,10 @@ MAX_REDIRECTS = 10
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 #: Longest ``Retry-After`` wait honoured, in seconds (a longer one is cut to this).
 MAX_RETRY_AFTER = 30.0
+#: Largest index page or metadata file read (PyPI's torch page is ~1 MB as JSON).
+MAX_PAGE_BYTES = 64 * 1024 * 1024
+#: Seconds one page request may take in all, body included (however the bytes trickle in).
+PAGE_DEADLINE = 120.0
 
 _SHA256_FRAGMENT = re.compile(r"(?:^|&)sha256=([0-9a-fA-F]{64})(?:&|$)")
 
@@ -138,6 +156,71 @@ def _retry_limit(exc: httpx.TransportError, retries: int) -> int:
     return retries
 
 
+class HostLog:
+    """The hosts a client contacted (``scheme://host[:port]``, redirects included), in the
+    order first seen: :meth:`attach` it to an ``httpx.Client`` as a request hook."""
+
+    def __init__(self) -> None:
+        self.hosts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        url = request.url
+        host = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+        if host not in self.hosts:
+            self.hosts.append(host)
+
+    def attach(self, client: httpx.Client) -> HostLog:
+        """Record every request ``client`` sends from now on (idempotent); returns self."""
+        hooks = client.event_hooks
+        if self not in hooks["request"]:
+            hooks["request"] = [*hooks["request"], self]
+            client.event_hooks = hooks
+        return self
+
+
+def read_body(
+    resp: httpx.Response,
+    url: str,
+    *,
+    limit: int = MAX_PAGE_BYTES,
+    deadline: float | None = None,
+    what: str = "page",
+) -> bytes:
+    """The body of a streamed answer, at most ``limit`` bytes, finished before the
+    ``deadline`` (a :func:`time.monotonic` value); closes ``resp``. Anything else — too large,
+    too slow, a broken ``Content-Encoding``, a dropped connection — raises a one-line
+    :class:`~torchwheel.errors.NetworkError` naming ``url``."""
+    length = resp.headers.get("content-length", "")
+    if length.isdigit() and len(length) < 20 and int(length) > limit:
+        resp.close()
+        raise NetworkError(
+            f"{url}: the {what} is {int(length):,} bytes, over the {limit:,}-byte limit"
+        )
+    parts: list[bytes] = []
+    got = 0
+    try:
+        for chunk in resp.iter_bytes():
+            got += len(chunk)
+            if got > limit:
+                raise NetworkError(f"{url}: the {what} is over the {limit:,}-byte limit")
+            if deadline is not None and time.monotonic() > deadline:
+                raise NetworkError(
+                    f"{url}: the {what} did not arrive in time ({got:,} bytes so far)"
+                )
+            parts.append(chunk)
+    except httpx.DecodingError as exc:
+        raise NetworkError(
+            f"{url}: the {what} is not in its stated encoding ({_detail(exc)})"
+        ) from None
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        raise NetworkError(
+            f"{url}: the connection failed while reading the {what} ({_detail(exc)})"
+        ) from None
+    finally:
+        resp.close()
+    return b"".join(parts)
+
+
 def _send(
     client: httpx.Client, url: str, headers: Mapping[str, str] | None, stream: bool
 ) -> httpx.Response:
@@ -156,6 +239,7 @@ def get_with_retries(
     accept_status: Container[int] = (),
     unreachable: Callable[[str], str] | None = None,
     on_attempt: Callable[[], None] | None = None,
+    retry_after_cap: float | None = None,
 ) -> httpx.Response:
     """GET ``url`` through ``client``, retrying what may heal (see the module docstring).
 
@@ -164,8 +248,10 @@ def get_with_retries(
     :class:`~torchwheel.errors.NetworkError` otherwise: ``"<url>: HTTP 502 Bad Gateway after
     3 attempts"``, or for a connection that cannot be made ``unreachable(detail)`` (default
     ``"<url>: cannot connect (<detail>)"``). ``on_attempt`` runs before every request (to
-    count them, or to raise when a budget is spent).
+    count them, or to raise when a budget is spent). A ``Retry-After`` is honoured up to
+    ``retry_after_cap`` seconds (default :data:`MAX_RETRY_AFTER`).
     """
+    cap = MAX_RETRY_AFTER if retry_after_cap is None else retry_after_cap
     attempt = 0
     while True:
         if on_attempt is not None:
@@ -176,6 +262,10 @@ def get_with_retries(
             raise NetworkError(f"{url}: more than {client.max_redirects} redirects") from None
         except httpx.InvalidURL as exc:
             raise InputError(f"{url}: not a valid URL ({_detail(exc)})") from None
+        except httpx.DecodingError as exc:  # a non-streamed body in a broken encoding
+            raise NetworkError(
+                f"{url}: the answer is not in its stated encoding ({_detail(exc)})"
+            ) from None
         except httpx.TransportError as exc:
             if attempt < _retry_limit(exc, retries):
                 time.sleep(retry_delay(attempt, backoff))
@@ -186,7 +276,7 @@ def get_with_retries(
             raise NetworkError(message) from None
         status = resp.status_code
         if status in RETRY_STATUS and attempt < retries:
-            delay = retry_delay(attempt, backoff, resp.headers.get("retry-after"))
+            delay = retry_delay(attempt, backoff, resp.headers.get("retry-after"), cap=cap)
             resp.close()
             time.sleep(delay)
             attempt += 1
@@ -210,6 +300,12 @@ def file_url_path(url: str) -> Path:
     if parts.netloc not in ("", "localhost"):
         raise InputError(f"{url}: file URLs on remote hosts are not supported")
     return Path(url2pathname(parts.path))
+
+
+def is_remote_url(location: str) -> bool:
+    """True for ``http://`` and ``https://`` URLs: what a page read from the network may link
+    to (never ``file:``)."""
+    return urlsplit(location).scheme.lower() in ("http", "https")
 
 
 def local_path(location: str) -> Path | None:

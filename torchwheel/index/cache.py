@@ -1,7 +1,8 @@
 """The on-disk cache of index pages (HTTP caching facts kept beside each body).
 
-One JSON header and one body file per URL, written atomically; a damaged entry reads as a
-miss. ``Cache-Control`` ``max-age``, ``no-cache`` and ``no-store`` are honoured by the client
+One JSON header and one body file per URL, written atomically; a damaged entry — unreadable,
+the wrong shape or types, a body whose hash differs, another URL's — reads as a miss.
+``Cache-Control`` ``max-age``, ``no-cache`` and ``no-store`` are honoured by the client
 through :func:`parse_cache_control` and :meth:`CachedPage.fresh`.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..atomic import atomic_write
 
@@ -55,6 +58,43 @@ def parse_cache_control(header: str | None) -> tuple[float | None, bool, bool]:
     return max_age, no_cache, no_store
 
 
+#: Largest header file read (a real one is a few hundred bytes).
+_MAX_HEADER = 64 * 1024
+
+
+def _page_of(meta: Any, body: bytes) -> CachedPage | None:
+    """The cached page a header describes, or None when any field has the wrong type or the
+    body's hash differs (a damaged or hand-edited entry is a miss, never an error)."""
+    if not isinstance(meta, dict):
+        return None
+    texts = [meta.get(k) for k in ("url", "final_url", "content_type", "body_sha256")]
+    stored_at, max_age, etag = meta.get("stored_at"), meta.get("max_age"), meta.get("etag")
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    if not isinstance(stored_at, (int, float)) or not _finite(stored_at):
+        return None
+    if not (max_age is None or _finite(max_age)):
+        return None
+    if not (etag is None or (isinstance(etag, str) and etag.isprintable() and len(etag) < 1024)):
+        return None
+    if hashlib.sha256(body).hexdigest() != meta["body_sha256"]:
+        return None
+    return CachedPage(
+        url=meta["url"],
+        final_url=meta["final_url"],
+        content_type=meta["content_type"],
+        body=body,
+        stored_at=float(stored_at),
+        etag=etag,
+        max_age=None if max_age is None else float(max_age),
+        no_cache=meta.get("no_cache") is True,
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 class PageCache:
     """Index pages on disk, one JSON header + one body file per URL (atomic writes)."""
 
@@ -70,22 +110,14 @@ class PageCache:
         head = self.directory / f"{key}.json"
         body = self.directory / f"{key}.body"
         try:
-            meta = json.loads(head.read_text("utf-8"))
+            meta = json.loads(head.read_bytes()[:_MAX_HEADER])
             data = body.read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta["body_sha256"]:
-                return None
-            return CachedPage(
-                url=meta["url"],
-                final_url=meta["final_url"],
-                content_type=meta["content_type"],
-                body=data,
-                stored_at=float(meta["stored_at"]),
-                etag=meta.get("etag"),
-                max_age=meta.get("max_age"),
-                no_cache=bool(meta.get("no_cache")),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, RecursionError):
             return None
+        page = _page_of(meta, data)
+        if page is None or page.url != url:
+            return None
+        return page
 
     def store(self, page: CachedPage) -> None:
         """Write ``page`` (body first, then its header; each via a temp file + rename)."""

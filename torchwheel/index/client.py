@@ -14,6 +14,13 @@ revalidates with ``ETag`` / ``If-None-Match``; ``offline`` mode that reads only 
 Each project page is fetched at most once per client. Every failure is a
 :class:`~torchwheel.errors.NetworkError` (or its subclass
 :class:`~torchwheel.errors.IndexPageError`) with a one-line message naming the URL.
+
+Budgets and rules (docs/security.md): a page or metadata file is read under a byte cap and an
+overall deadline (:func:`torchwheel.http.read_body`); a page read over HTTP(S) may link to
+HTTP(S) files only — a ``file:`` (or any other) link on it is dropped and counted in
+:attr:`IndexClient.refused_links`, so only ``--find-links`` paths and a ``file://`` index the
+user gave reach local files; links to other hosts are followed (PyPI serves files from
+another host) and every host contacted is listed in :attr:`IndexClient.hosts`.
 """
 
 from __future__ import annotations
@@ -28,7 +35,19 @@ from types import TracebackType
 import httpx
 
 from ..errors import HashMismatch, IndexPageError, InputError, NetworkError
-from ..http import NotFound, file_url_path, get_with_retries, local_path, make_client, path_url
+from ..http import (
+    MAX_PAGE_BYTES,
+    PAGE_DEADLINE,
+    HostLog,
+    NotFound,
+    file_url_path,
+    get_with_retries,
+    is_remote_url,
+    local_path,
+    make_client,
+    path_url,
+    read_body,
+)
 from .cache import CachedPage, PageCache, parse_cache_control
 from .parse import (
     ACCEPT,
@@ -69,6 +88,7 @@ class IndexClient:
     otherwise). ``cache_dir`` enables the on-disk page cache (None: no disk cache);
     ``offline`` answers only from that cache. ``retries`` / ``backoff`` control retrying
     5xx, 429 and dropped connections (delays ``backoff``, ``2*backoff``, ...).
+    ``max_page_bytes`` and ``page_deadline`` (seconds) bound each page or metadata request.
     """
 
     def __init__(
@@ -85,6 +105,8 @@ class IndexClient:
         backoff: float = 0.2,
         timeout: float = 30.0,
         default_index_url: str | None = None,
+        max_page_bytes: int = MAX_PAGE_BYTES,
+        page_deadline: float = PAGE_DEADLINE,
     ) -> None:
         self.index_url = index_url if index_url is not None else default_index_url
         self.default_index_url = default_index_url
@@ -101,6 +123,11 @@ class IndexClient:
         self.cache = PageCache(cache_dir) if cache_dir is not None else None
         self._own_client = client is None
         self.client = client or make_client(timeout)
+        self.max_page_bytes = max_page_bytes
+        self.page_deadline = page_deadline
+        self._host_log = HostLog().attach(self.client)
+        #: links dropped because a page read over the network pointed outside HTTP(S)
+        self.refused_links: list[str] = []
         self.fetch_count = 0  # page fetches that went to the network (incl. 304 answers)
         self.request_count = 0  # HTTP requests, retries included
         self.fetches: list[FetchRecord] = []
@@ -131,6 +158,12 @@ class IndexClient:
     # public API --------------------------------------------------------------------------
 
     @property
+    def hosts(self) -> list[str]:
+        """Every host this client's HTTP client contacted (``scheme://host[:port]``, redirects
+        and downloads through it included), in the order first seen."""
+        return list(self._host_log.hosts)
+
+    @property
     def sources(self) -> list[str]:
         """Every configured location, in lookup order (find-links, index, extra indexes)."""
         return [*self.find_links, *self.index_urls]
@@ -156,7 +189,7 @@ class IndexClient:
             except NotFound as nf:
                 missing.append(f"{nf.url} ({nf.status})")
                 continue
-            found.extend(wheel_candidates(_links(page), name, index))
+            found.extend(wheel_candidates(self._links(page), name, index))
         if missing and not found and not self.find_links:
             where = ", ".join(missing)
             raise IndexPageError(f"project {name!r} not found: {where}")
@@ -198,10 +231,13 @@ class IndexClient:
                 return None
         if self.offline:
             raise NetworkError(f"{url}: offline and not in the cache")
+        deadline = self._deadline()
         try:
-            return self._request(url, accept="*/*", index=source).content
+            resp = self._request(url, accept="*/*", index=source)
         except NotFound:
             return None
+        limit = self.max_page_bytes
+        return read_body(resp, url, limit=limit, deadline=deadline, what="metadata file")
 
     # pages -------------------------------------------------------------------------------
 
@@ -216,7 +252,7 @@ class IndexClient:
             except NotFound as nf:
                 raise IndexPageError(f"{nf.url}: find-links page not found ({nf.status})") from None
             self._pages[location] = remote
-        return wheel_candidates(_links(remote), project, location)
+        return wheel_candidates(self._links(remote), project, location)
 
     def _get_page(self, url: str, *, index: str | None) -> Page:
         """A page from ``file://``, the fresh cache, or the network (with revalidation)."""
@@ -236,9 +272,11 @@ class IndexClient:
         if cached is not None and cached.etag:
             headers["If-None-Match"] = cached.etag
         self.fetch_count += 1
+        deadline = self._deadline()
         resp = self._request(url, accept=ACCEPT, index=index, headers=headers)
         max_age, no_cache, no_store = parse_cache_control(resp.headers.get("cache-control"))
         if resp.status_code == 304 and cached is not None:
+            resp.close()
             cached.stored_at = now
             cached.max_age = max_age if max_age is not None else cached.max_age
             cached.no_cache = no_cache
@@ -246,7 +284,8 @@ class IndexClient:
                 self.cache.store(cached)
             self.fetches.append(FetchRecord(url, "revalidated"))
             return Page(cached.final_url, cached.content_type, cached.body, "revalidated")
-        page = Page(str(resp.url), resp.headers.get("content-type", ""), resp.content)
+        body = read_body(resp, url, limit=self.max_page_bytes, deadline=deadline)
+        page = Page(str(resp.url), resp.headers.get("content-type", ""), body)
         if self.cache is not None and not no_store:
             self.cache.store(
                 CachedPage(
@@ -299,7 +338,22 @@ class IndexClient:
             backoff=self.backoff,
             unreachable=lambda detail: self._unreachable_message(url, detail, index),
             on_attempt=self._count_request,
+            stream=True,
         )
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.page_deadline
+
+    def _links(self, page: Page) -> list[Link]:
+        """The page's links that it may point to: a page read over HTTP(S) links to HTTP(S)
+        files only (a ``file:`` link there is dropped and counted)."""
+        links = parse_page(page.content_type, page.body, page.url)
+        if not is_remote_url(page.url):
+            return links
+        kept = [lk for lk in links if is_remote_url(lk.url)]
+        if len(kept) < len(links):
+            self.refused_links.extend(lk.url for lk in links if not is_remote_url(lk.url))
+        return kept
 
     def _count_request(self) -> None:
         self.request_count += 1
@@ -315,10 +369,6 @@ class IndexClient:
         return f"{url}: cannot reach the index ({detail})"
 
 
-def _links(page: Page) -> list[Link]:
-    return parse_page(page.content_type, page.body, page.url)
-
-
 def _local_find_links(path: Path, location: str, project: str) -> list[Candidate]:
     """Wheels of ``project`` in a find-links directory, or linked from a local HTML page."""
     if path.is_dir():
@@ -330,5 +380,6 @@ def _local_find_links(path: Path, location: str, project: str) -> list[Candidate
         return wheel_candidates(links, project, location)
     if path.is_file():
         page = Page(path_url(path), "text/html", path.read_bytes(), "file")
-        return wheel_candidates(_links(page), project, location)
+        links = parse_page(page.content_type, page.body, page.url)
+        return wheel_candidates(links, project, location)
     raise InputError(f"{location}: --find-links location does not exist")

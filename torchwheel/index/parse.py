@@ -1,7 +1,12 @@
 """Index pages as data: PEP 691 JSON, PEP 503 HTML and find-links pages → links → wheels.
 
 Pure: bytes and URLs in, :class:`Link` and :class:`Candidate` out; no I/O. Every page that is
-not what it claims raises :class:`~torchwheel.errors.IndexPageError` naming its URL.
+not what it claims raises :class:`~torchwheel.errors.IndexPageError` naming its URL, among
+them JSON nested deeper than :data:`MAX_JSON_DEPTH` (a real project page is 4 deep).
+``<base href>`` is read as the HTML standard says: the first ``base`` element with an ``href``
+attribute sets the base URL, resolved against the page's URL; a ``data:`` or ``javascript:``
+one, or one that is not a URL, is ignored. (Which schemes a link may have is the client's
+rule, :class:`~torchwheel.index.IndexClient`.)
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ __all__ = [
     "ACCEPT",
     "HTML_TYPES",
     "JSON_TYPE",
+    "MAX_JSON_DEPTH",
     "Candidate",
     "Link",
     "normalize_name",
@@ -38,6 +44,9 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html")
 #: PEP 691 content negotiation: JSON preferred, HTML accepted.
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"
+
+#: Deepest JSON nesting accepted in a PEP 691 page (a real one is 4 deep).
+MAX_JSON_DEPTH = 32
 
 _DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".egg", ".tar.xz", ".tar")
 
@@ -100,16 +109,30 @@ def _metadata_attr(value: str | None) -> tuple[bool, str | None]:
 class _AnchorParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.base: str | None = None
+        self.base: str | None = None  # the first <base> element's href, as written
         self.anchors: list[dict[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "base" and self.base is None:
-            href = dict(attrs).get("href")
-            if href:
-                self.base = href
+            values = dict(attrs)
+            if "href" in values:  # the first base element *with an href attribute* counts
+                self.base = values["href"] or ""
         elif tag == "a":
             self.anchors.append(dict(attrs))
+
+
+def base_url(page_url: str, href: str | None) -> str:
+    """The document base URL (HTML standard, "frozen base URL"): ``href`` of the first
+    ``<base>`` with one, parsed relative to the page's URL; the page's URL when there is none,
+    or when it does not parse or its scheme is ``data`` or ``javascript``."""
+    if href is None:
+        return page_url
+    try:
+        url = urljoin(page_url, href.strip())
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return page_url
+    return page_url if scheme in ("data", "javascript") else url
 
 
 def parse_html_links(text: str, page_url: str) -> list[Link]:
@@ -126,13 +149,16 @@ def parse_html_links(text: str, page_url: str) -> list[Link]:
         parser.close()
     except Exception as exc:  # html.parser is lenient; anything it raises is a broken page
         raise IndexPageError(f"{page_url}: cannot parse HTML ({exc})") from None
-    base = urljoin(page_url, parser.base) if parser.base else page_url
+    base = base_url(page_url, parser.base)
     links: list[Link] = []
     for a in parser.anchors:
         href = a.get("href")
         if not href:
             continue
-        url, sha = split_hash_fragment(urljoin(base, href.strip()))
+        try:
+            url, sha = split_hash_fragment(urljoin(base, href.strip()))
+        except ValueError:  # not a URL (an unbalanced IPv6 bracket ...): not a link
+            continue
         yanked_attr = a.get("data-yanked")
         yanked: bool | str = False if yanked_attr is None else (yanked_attr.strip() or True)
         meta_value = a.get("data-core-metadata")
@@ -166,7 +192,12 @@ def parse_json_links(data: Any, page_url: str) -> list[Link]:
     for f in data["files"]:
         if not isinstance(f, dict) or not isinstance(f.get("url"), str):
             raise IndexPageError(f"{page_url}: malformed PEP 691 file entry {f!r:.80}")
-        url, frag_sha = split_hash_fragment(urljoin(page_url, f["url"]))
+        try:
+            url, frag_sha = split_hash_fragment(urljoin(page_url, f["url"]))
+        except ValueError:
+            raise IndexPageError(
+                f"{page_url}: malformed PEP 691 file URL {f['url']!r:.80}"
+            ) from None
         raw_hashes = f.get("hashes")
         hashes: dict[str, Any] = raw_hashes if isinstance(raw_hashes, dict) else {}
         sha = hashes.get("sha256") or frag_sha
@@ -229,6 +260,26 @@ def wheel_candidates(links: Sequence[Link], project: str, source: str) -> list[C
     return out
 
 
+def _load_json(body: bytes | str, page_url: str) -> Any:
+    """The JSON document, nested at most :data:`MAX_JSON_DEPTH` deep."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise IndexPageError(f"{page_url}: invalid JSON index page") from None
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise IndexPageError(
+                f"{page_url}: JSON index page nested more than {MAX_JSON_DEPTH} deep"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return data
+
+
 def parse_page(content_type: str, body: bytes, page_url: str) -> list[Link]:
     """The links of an index page, read as its ``Content-Type`` says (JSON or HTML).
 
@@ -237,17 +288,13 @@ def parse_page(content_type: str, body: bytes, page_url: str) -> list[Link]:
     """
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == JSON_TYPE or ctype.endswith("+json") or ctype == "application/json":
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise IndexPageError(f"{page_url}: invalid JSON index page") from None
-        return parse_json_links(data, page_url)
+        return parse_json_links(_load_json(body, page_url), page_url)
     if ctype in HTML_TYPES or ctype == "":
         text = body.decode("utf-8", errors="replace")
         if ctype == "" and text.lstrip().startswith("{"):
             try:
-                return parse_json_links(json.loads(text), page_url)
-            except ValueError:
+                return parse_json_links(_load_json(text, page_url), page_url)
+            except IndexPageError:
                 pass
         return parse_html_links(text, page_url)
     raise IndexPageError(f"{page_url}: not an index page (Content-Type {ctype})")
