@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from functools import partial
 
 from ..errors import ArchiveError
 from ..wheelfile import MAX_METADATA_BYTES, Metadata, parse_record, parse_wheel_info
@@ -46,27 +46,22 @@ def _zip_entries(
     reader: ZipReader, members: Sequence[ZipMember], origin: str, mount: str, index: int
 ) -> list[LayerEntry]:
     out = []
+    opener, chunker = reader.open, reader.iter_chunks
     for m in members:
-
-        def opener(m: ZipMember = m) -> BinaryIO:
-            return reader.open(m)
-
-        def chunker(m: ZipMember = m) -> Iterator[bytes]:
-            return reader.iter_chunks(m)
-
+        is_dir = m.is_dir
         out.append(
             LayerEntry(
-                path=m.name.rstrip("/") if m.is_dir else m.name,
+                path=m.name.rstrip("/") if is_dir else m.name,
                 size=m.file_size,
                 mode=m.mode,
                 is_symlink=m.is_symlink,
-                is_dir=m.is_dir,
+                is_dir=is_dir,
                 origin=origin,
                 mount=mount,
-                open=opener,
+                open=partial(opener, m),
                 compressed_size=m.compressed_size,
                 input_index=index,
-                chunks=chunker,
+                chunks=partial(chunker, m),
                 zip_source=(reader, m),
             )
         )
@@ -294,10 +289,18 @@ def _read_record(
     except ArchiveError as exc:  # not CSV: a finding about the layer, not a failed check
         return {}, str(exc)
     record: dict[str, tuple[str, int | None]] = {}
+    quick = posixpath.normpath(site) == site  # then normal rows need no normpath
     for row in rows:
         h = row.hash
         digest = "" if h is None else h.value if h.algorithm == "?" else str(h)
-        record[posixpath.normpath(posixpath.join(site, row.path))] = (digest, row.size)
+        rel = row.path
+        if quick and not (
+            rel.startswith(("/", ".")) or "/." in rel or "//" in rel or rel.endswith("/")
+        ):
+            path = f"{site}/{rel}"  # what normpath would give (nearly every row)
+        else:
+            path = posixpath.normpath(posixpath.join(site, rel))
+        record[path] = (digest, row.size)
     return record, None
 
 
