@@ -18,6 +18,7 @@ from ..resolution import Resolution, parse_specifier, resolve_target
 from ..targets import Target, all_targets, make_target, parse_python, quotas
 from ._options import add_index_arguments, index_client_from_args
 from ._plan import add_variant_arguments, closure_plan, render_plan
+from ._rejected import summarize
 from .tags import add_target_arguments
 
 #: Rejected wheels shown in the human table without --verbose.
@@ -252,15 +253,18 @@ def _print_one(res: Resolution, sizes: dict[str, RemoteSize], args: argparse.Nam
     for c, v in res.compatible[1:6]:
         table.add_row(Text("ok", style="green"), c.filename, f"compatible ({v.best_tag})")
     rejected = res.rejected
-    shown = rejected if args.verbose else rejected[:SHOWN_REJECTED]
+    summary = summarize(rejected, t)
+    # near misses (this CPython, this machine) first; the rest counted by reason
+    shown = list(rejected) if args.verbose else list(summary.near[:SHOWN_REJECTED])
     for c, v in shown:
         table.add_row(Text("no", style="red"), c.filename, "; ".join(v.reasons))
     out.print(table)
-    if len(shown) < len(rejected):
+    if not args.verbose and len(summary.near) > len(shown):
         out.print(
-            f"… and {len(rejected) - len(shown)} more rejected wheels (--verbose or --json "
-            "lists them all)"
+            f"… and {len(summary.near) - len(shown)} more for CPython {t.python_str}/{t.arch}"
         )
+    if not args.verbose and summary.others:
+        out.print(f"{summary.line()} (--verbose or --json lists every one)")
     if not res.candidates:
         out.print(f"no {res.package} wheels at all on {', '.join(res.sources)}")
     out.print(Text(res.summary, style="bold" if res.wheel else "bold red"))

@@ -1,0 +1,72 @@
+"""Messages that answer the next question (issue 12): rejected wheels grouped by reason with
+near misses first; what ``resolve --all`` hid; why a local wheel does not fit; ``/simple/`` for
+an index root that 404s; build's note on a deprecated runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.indexserver import IndexServer
+from tests.support.wheels import make_wheel
+from torchwheel.cli import main
+from torchwheel.commands._rejected import reason_group, summarize
+from torchwheel.index import IndexClient
+from torchwheel.resolution import resolve_target
+from torchwheel.targets import make_target
+
+TAGS = {
+    "chosen": "cp311-cp311-manylinux2014_x86_64",
+    "near": "cp311-cp311-manylinux_2_28_x86_64",
+    "py312": "cp312-cp312-manylinux2014_x86_64",
+    "py313": "cp313-cp313-manylinux2014_x86_64",
+    "mac": "cp311-cp311-macosx_11_0_arm64",
+    "arm": "cp311-cp311-manylinux2014_aarch64",
+    "win": "cp311-cp311-win_amd64",
+}
+
+
+@pytest.fixture
+def many(index_server: IndexServer, tmp_path: Path) -> IndexServer:
+    wheels = [
+        make_wheel(tmp_path / "w", "demo", version, tags=tag)
+        for version in ("1.0", "2.0")
+        for tag in TAGS.values()
+    ]
+    index_server.add_project("demo", wheels)
+    return index_server
+
+
+def test_near_misses_first_the_rest_counted(many: IndexServer) -> None:
+    target = make_target("x86_64", runtime="python3.11")  # glibc 2.26
+    with IndexClient(many.url) as idx:
+        res = resolve_target(target, idx, package="demo")
+    assert res.wheel is not None and res.wheel.filename.endswith(TAGS["chosen"] + ".whl")
+    s = summarize(res.rejected, target)
+    assert [c.filename for c, _ in s.near] == [
+        f"demo-2.0-{TAGS['near']}.whl",
+        f"demo-1.0-{TAGS['near']}.whl",
+    ]
+    groups = dict(s.groups)
+    assert groups == {
+        "other CPython versions": 4,
+        "macOS wheel": 2,
+        "Windows wheel": 2,
+        "built for another machine": 2,
+    }
+    assert s.others == 10 and s.line().startswith("10 other rejected wheel(s): ")
+    assert reason_group("needs glibc 2.28 (manylinux_2_28); …") == "needs a newer glibc"
+
+
+def test_resolve_table_shows_the_near_miss(
+    many: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["resolve", "--package", "demo", "--runtime", "python3.11", "--index-url", many.url])
+        == 0
+    )
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "│ no" in line]
+    assert len(rows) == 2 and all(TAGS["near"] in r and "glibc 2.28" in r for r in rows)
+    assert "10 other rejected wheel(s): other CPython versions 4, " in out
