@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,11 @@ Progress = Callable[[int, "int | None"], None]
 """Progress callback: ``(bytes done, total bytes or None)``."""
 
 _CHUNK = 1 << 20
+#: Seconds a download may take before its average rate is judged ...
+DOWNLOAD_GRACE = 60.0
+#: ... and the bytes per second it must average from then on (a server that drips a byte
+#: every few seconds is given up on, not waited for).
+DOWNLOAD_MIN_RATE = 16 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -382,9 +388,12 @@ def _receive(
     progress: Progress | None,
     stats: FetchStats,
 ) -> None:
-    """Append (``ab``) or write (``wb``) the body to ``part``, hashing as it streams in."""
+    """Append (``ab``) or write (``wb``) the body to ``part``, hashing as it streams in;
+    after :data:`DOWNLOAD_GRACE` seconds the transfer must average :data:`DOWNLOAD_MIN_RATE`
+    (what arrived is kept for a resume)."""
     if progress is not None:
         progress(done, total)
+    start, first = time.monotonic(), done
     with open(part, mode) as out:
         try:
             for chunk in resp.iter_raw():
@@ -394,10 +403,19 @@ def _receive(
                 stats.bytes_downloaded += len(chunk)
                 if progress is not None:
                     progress(done, total)
+                _check_rate(resp, done - first, time.monotonic() - start)
         except (httpx.TransportError, httpx.StreamError) as exc:
             raise _Interrupted(done, type(exc).__name__) from None
     if total is not None and done < total:
         raise _Interrupted(done, f"got {done:,} of {total:,} bytes")
+
+
+def _check_rate(resp: httpx.Response, got: int, seconds: float) -> None:
+    if seconds > DOWNLOAD_GRACE and got < DOWNLOAD_MIN_RATE * seconds:
+        raise NetworkError(
+            f"{resp.url}: download too slow ({got:,} bytes in {seconds:.0f} s, under "
+            f"{DOWNLOAD_MIN_RATE // 1024} KiB/s); what arrived is kept: run again to resume"
+        )
 
 
 def _finish(
