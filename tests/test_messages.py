@@ -70,3 +70,27 @@ def test_resolve_table_shows_the_near_miss(
     rows = [line for line in out.splitlines() if "│ no" in line]
     assert len(rows) == 2 and all(TAGS["near"] in r and "glibc 2.28" in r for r in rows)
     assert "10 other rejected wheel(s): other CPython versions 4, " in out
+
+
+def test_resolve_all_says_what_it_hid(
+    many: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from torchwheel.targets import runtimes
+
+    deprecated = [rt.name for rt in runtimes() if rt.is_deprecated()]
+    provided = [rt.name for rt in runtimes() if rt.python is None]
+    args = ["resolve", "--package", "demo", "--all", "--index-url", many.url]
+    main(args)
+    out = capsys.readouterr().out
+    if deprecated:
+        (line,) = [x for x in out.splitlines() if "--include-deprecated shows them" in x]
+        assert all(f"{name} (deprecated since " in line for name in deprecated)
+    (line,) = [x for x in out.splitlines() if "--python 3.X shows them" in x]
+    assert all(name in line for name in provided)
+    main([*args, "--json"])
+    hidden = json.loads(capsys.readouterr().out)["hidden"]
+    assert sorted(h["runtime"] for h in hidden) == sorted(deprecated + provided)
+    main([*args, "--include-deprecated", "--python", "3.12", "--json"])
+    assert json.loads(capsys.readouterr().out)["hidden"] == []

@@ -15,7 +15,7 @@ from ..probe import WheelProbe
 from ..remote import RemoteSize
 from ..report import console, human_bytes, print_json
 from ..resolution import Resolution, parse_specifier, resolve_target
-from ..targets import Target, all_targets, make_target, parse_python, quotas
+from ..targets import Target, all_targets, make_target, parse_python, quotas, runtimes
 from ._options import add_index_arguments, index_client_from_args
 from ._plan import add_variant_arguments, closure_plan, render_plan
 from ._rejected import summarize
@@ -120,6 +120,30 @@ def resolution_json(
     }
 
 
+def hidden_targets(args: argparse.Namespace) -> list[dict[str, str]]:
+    """What ``--all`` leaves out, why, and the option that shows it."""
+    hidden = []
+    for rt in runtimes(include_deprecated=True):
+        if rt.is_deprecated() and not args.include_deprecated:
+            since = rt.deprecated.isoformat() if rt.deprecated else "?"
+            hidden.append(
+                {
+                    "runtime": rt.name,
+                    "why": f"deprecated since {since}",
+                    "show_with": "--include-deprecated",
+                }
+            )
+        elif rt.python is None and not args.python:
+            hidden.append(
+                {
+                    "runtime": rt.name,
+                    "why": "brings no Python of its own",
+                    "show_with": "--python 3.X",
+                }
+            )
+    return hidden
+
+
 def _targets(args: argparse.Namespace) -> list[Target]:
     if not args.all:
         return [make_target(args.arch, args.python, runtime=args.runtime)]
@@ -191,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         sizes = _sizes(results, idx, args.size)
         plan, plan_error = _plan(results[0], idx, args)
+        hosts = idx.hosts  # every host contacted, for --json
     if plan_error is not None:
         results[0].notes.append(plan_error)
     missing = sum(1 for r in results if r.wheel is None)
@@ -199,9 +224,16 @@ def run(args: argparse.Namespace) -> int:
             resolution_json(r, sizes.get(r.wheel.url) if r.wheel else None, plan) for r in results
         ]
         if args.all:
-            print_json({"schema": "torchwheel.resolve-matrix/1", "results": docs})
+            print_json(
+                {
+                    "schema": "torchwheel.resolve-matrix/1",
+                    "results": docs,
+                    "hidden": hidden_targets(args),
+                    "hosts": hosts,
+                }
+            )
         else:
-            print_json({"schema": "torchwheel.resolve/1", **docs[0]})
+            print_json({"schema": "torchwheel.resolve/1", **docs[0], "hosts": hosts})
     elif args.all:
         _print_matrix(results, sizes, args)
     else:
@@ -336,3 +368,8 @@ def _print_matrix(
         )
     for n in notes:
         out.print(f"note: {n}")
+    by_option: dict[str, list[str]] = {}
+    for h in hidden_targets(args):
+        by_option.setdefault(h["show_with"], []).append(f"{h['runtime']} ({h['why']})")
+    for option, names in by_option.items():
+        out.print(f"not shown: {', '.join(names)}; {option} shows them")
