@@ -375,3 +375,15 @@ def test_client_hook_keeps_an_injected_client_usable(srv: HostileServer) -> None
         idx = IndexClient(f"{srv.base}/simple", client=client)
         assert client.get(url).content == b"ok"
         assert idx.hosts == [srv.base]
+
+
+def test_resolve_json_lists_every_host_contacted(
+    torch_index: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchwheel.cli import main
+
+    args = ["resolve", *TARGET, "--index-url", torch_index.url, "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["hosts"] == [torch_index.base]
+    assert main([*args[:-1], "--all", "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["hosts"] == [torch_index.base]

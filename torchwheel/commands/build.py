@@ -137,8 +137,13 @@ def _planned(
     return closure, plan
 
 
-def _plan_json(plan: Plan, closure: Closure) -> dict[str, Any]:
-    return {"schema": "torchwheel.plan/1", **plan.to_dict(), "closure_notes": list(closure.notes)}
+def _plan_json(plan: Plan, closure: Closure, hosts: list[str]) -> dict[str, Any]:
+    return {
+        "schema": "torchwheel.plan/1",
+        **plan.to_dict(),
+        "closure_notes": list(closure.notes),
+        "hosts": hosts,
+    }
 
 
 def _dry_run(args: argparse.Namespace) -> int:
@@ -155,8 +160,9 @@ def _dry_run(args: argparse.Namespace) -> int:
             include_runtime_packages=args.include_runtime_packages,
             prereleases=True if args.pre else None,
         )
+        hosts = index.hosts
     if args.json:
-        print_json(_plan_json(plan, closure))
+        print_json(_plan_json(plan, closure, hosts))
     else:
         render_plan(plan)
         for n in closure.notes:
@@ -207,14 +213,15 @@ def run(args: argparse.Namespace) -> int:
                 report = run_build(options, index=index, progress=progress, closure=closure)
     finally:
         index.close()
+    hosts = index.hosts  # every host contacted (index pages and downloads), for --json
     if report is None:  # stopped before any download
         if args.json:
-            print_json(_plan_json(plan, closure))
+            print_json(_plan_json(plan, closure, hosts))
         for b in plan.blockers:
             err_console().print(f"torchwheel: build stopped before download: {b}")
         return 1
     if args.json:
-        print_json({**report.to_dict(), "plan": plan.to_dict()})
+        print_json({**report.to_dict(), "plan": plan.to_dict(), "hosts": hosts})
     else:
         render(report)
     return 1 if args.strict and report.over_quota else 0
