@@ -94,3 +94,49 @@ def test_resolve_all_says_what_it_hid(
     assert sorted(h["runtime"] for h in hidden) == sorted(deprecated + provided)
     main([*args, "--include-deprecated", "--python", "3.12", "--json"])
     assert json.loads(capsys.readouterr().out)["hidden"] == []
+
+
+def test_a_local_wheel_that_does_not_fit_says_why(
+    index_server: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    glibc = make_wheel(tmp_path / "w", "demo", "1.0", tags=TAGS["near"])
+    other = make_wheel(tmp_path / "w", "demo2", "1.0", tags="cp312-cp312-manylinux2014_aarch64")
+    base = ["build", "--runtime", "python3.11", "-o", str(tmp_path / "l.zip"), "-q"]
+    assert main([*base, str(glibc), "--index-url", index_server.url]) == 1
+    err = capsys.readouterr().err
+    assert f"{glibc}: the wheel does not fit python3.11/x86_64: needs glibc 2.28" in err
+    assert main([*base, str(other), "--index-url", index_server.url]) == 1
+    err = capsys.readouterr().err
+    assert "cp312 wheel; target is CPython 3.11" in err and "built for aarch64" in err
+
+
+def test_a_404_on_a_site_root_suggests_simple(
+    many: IndexServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = many.base.rstrip("/")
+    rc = main(["resolve", "--package", "demo", "--runtime", "python3.11", "--index-url", root])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert f"try --index-url {root}/simple/" in err
+    # an index URL with a path (PyTorch's /whl/cpu, a mirror's /pypi) gets no such guess
+    rc = main(["resolve", "--package", "nope", "--runtime", "python3.11", "--index-url", many.url])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not found" in err and "try --index-url" not in err
+
+
+def test_build_notes_a_deprecated_runtime(
+    index_server: IndexServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchwheel.targets import runtimes
+
+    old = [rt for rt in runtimes() if rt.is_deprecated() and rt.python is not None]
+    if not old:
+        pytest.skip("no runtime is deprecated today")
+    rt = old[-1]
+    index_server.add_project("six", [make_wheel(tmp_path / "w", "six", "1.17.0")])
+    argv = ["build", "six", "--runtime", rt.name, "--index-url", index_server.url]
+    assert main([*argv, "-o", str(tmp_path / "l.zip"), "-q"]) == 0
+    note = rt.deprecation_note()
+    assert note is not None and f"note: {note}" in capsys.readouterr().out
+    main(["resolve", "--package", "six", "--runtime", rt.name, "--index-url", index_server.url])
+    assert f"note: {note}" in capsys.readouterr().out  # the same words as resolve

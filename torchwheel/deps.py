@@ -45,6 +45,7 @@ from .remote import read_remote_metadata
 from .resolution import cpu_index_advice, parse_specifier, select, summarize
 from .screen import Screened, Screener
 from .targets import Target, facts
+from .verdict import evaluate
 from .wheelfile import Metadata, marker_holds, parse_metadata, parse_requirement, parse_wheel
 from .zipread import ZipReader
 
@@ -550,7 +551,9 @@ def _explain(exc: ResolutionImpossible[_Req, _Cand], provider: _Provider, target
                 parts.append(line)
             continue
         if req.local is not None:
-            parts.append(f"{req.text}: the wheel does not fit {target.label}{who}")
+            verdict = evaluate(req.local.filename, target)
+            why = f": {verdict.explain()}" if not verdict.compatible else ""
+            parts.append(f"{req.text}: the wheel does not fit {target.label}{why}{who}")
             continue
         try:
             pool = provider._all(req.name)

@@ -338,8 +338,9 @@ def _notes(target: Target, verdict: Verdict | None, chosen: Candidate | None) ->
     if chosen is not None and chosen.version.is_prerelease:
         notes.append(f"{chosen.version} is a pre-release")
     rt = target.runtime
-    if rt.is_deprecated() and rt.deprecated is not None:
-        notes.append(f"{rt.name} is deprecated since {rt.deprecated.isoformat()}")
+    deprecated = rt.deprecation_note()
+    if deprecated is not None:
+        notes.append(deprecated)
     notes.extend(rt.notes())
     return notes
 

@@ -86,6 +86,13 @@ class Runtime:
             return False
         return (today or _dt.date.today()) >= self.deprecated
 
+    def deprecation_note(self, today: _dt.date | None = None) -> str | None:
+        """``"python3.8 is deprecated since 2024-10-14"`` once it is, else None (one wording
+        for resolve and build)."""
+        if self.deprecated is None or not self.is_deprecated(today):
+            return None
+        return f"{self.name} is deprecated since {self.deprecated.isoformat()}"
+
     def notes(self) -> list[str]:
         """Human notes on facts that are conservative rather than confirmed."""
         table = facts()["unconfirmed_notes"]

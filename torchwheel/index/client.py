@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -78,6 +79,19 @@ class FetchRecord:
 
     url: str
     origin: str
+
+
+def _simple_hint(index_urls: Sequence[str]) -> str:
+    """For an index URL that is a site's root (``https://pypi.org``) rather than a PEP 503
+    index: where its index probably is."""
+    roots = [u for u in index_urls if urlsplit(u).path in ("", "/")]
+    if not roots:
+        return ""
+    guesses = " or ".join(f"{u.rstrip('/')}/simple/" for u in roots)
+    return (
+        f"; {', '.join(roots)} is a site's root, not a package index (PEP 503 indexes "
+        f"usually end in /simple/): try --index-url {guesses}"
+    )
 
 
 class IndexClient:
@@ -192,7 +206,9 @@ class IndexClient:
             found.extend(wheel_candidates(self._links(page), name, index))
         if missing and not found and not self.find_links:
             where = ", ".join(missing)
-            raise IndexPageError(f"project {name!r} not found: {where}")
+            raise IndexPageError(
+                f"project {name!r} not found: {where}{_simple_hint(self.index_urls)}"
+            )
         seen: set[str] = set()
         unique: list[Candidate] = []
         for c in found:

@@ -585,7 +585,8 @@ def _report(
         older=older,
         probed_older=probed_ok,
     )
-    notes = [*fetched.closure.notes, *lt.notes, *probe_notes]
+    deprecated = options.target.runtime.deprecation_note()
+    notes = [*([deprecated] if deprecated else []), *fetched.closure.notes, *lt.notes, *probe_notes]
     if pack_info is not None:
         notes.extend(pack_info.notes)
     target = options.target
