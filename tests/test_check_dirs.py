@@ -436,7 +436,7 @@ esac"""
 
 
 def test_ci_recipe_sam(tmp_path: Path) -> None:
-    (block,) = shell_blocks("ci.md", "AWS SAM")
+    (block,) = shell_blocks("ci.md", "AWS SAM: check")
     assert "torchwheel check .aws-sam/build/" in block
     good = install_wheel(_pure(tmp_path, "pure"), "python/")
     seed = make_wheel(tmp_path / "w", "torch", "2.13.0", tags="cp312-cp312-manylinux_2_28_x86_64")
@@ -453,7 +453,7 @@ def test_ci_recipe_sam(tmp_path: Path) -> None:
 
 
 def test_ci_recipe_cdk(tmp_path: Path) -> None:
-    (block,) = shell_blocks("ci.md", "AWS CDK")
+    (block,) = shell_blocks("ci.md", "AWS CDK: check")
     layer = install_wheel(_pure(tmp_path, "dep", "1.0"), "python/")
     app = _pure(tmp_path, "app", "1.0", ["dep>=1", "absent"])
     for name, extra, code in (("good", {}, 0), ("bad", install_wheel(app, "python/"), 1)):
