@@ -138,7 +138,7 @@ class _Store:
     def open(self, name: str) -> BinaryIO:
         if self.root is not None:
             path = self._path(name)
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise ArchiveError(f"{self.label}: {name} is not a regular file")

@@ -105,17 +105,22 @@ def list_layer(
     visit: Visitor | None = None,
     hash_content: bool = True,
     progress: Progress | None = None,
+    max_bytes: int | None = None,
 ) -> LayerListing:
     """Stream ``layer`` once: its entries and whiteouts; ``visit`` may read each regular file.
 
     With ``hash_content`` the uncompressed stream is hashed and checked against the layer's
-    ``diff_id`` (:class:`ArchiveError` when they differ). ``progress`` is told each member.
+    ``diff_id`` (:class:`ArchiveError` when they differ). ``progress`` is told each member. A
+    layer inflating past ``max_bytes`` is an :class:`ArchiveError` (a bomb, or far over any
+    quota: the caller chooses).
     """
     label = f"{layer.store.label}: layer {layer.index + 1} ({layer.short})"
     listing = LayerListing(index=layer.index)
     by_path: dict[str, FsEntry] = {}
     with layer.open() as raw:
-        stream = open_layer_stream(raw, source=label, hash_content=hash_content)
+        stream = open_layer_stream(
+            raw, source=label, hash_content=hash_content, max_bytes=max_bytes
+        )
         listing.compression = stream.compression
         tar = TarStream(stream, source=label)
         done = 0

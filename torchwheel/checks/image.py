@@ -181,10 +181,21 @@ class _Visitor:
             self.result.elves[entry.offset] = info
 
 
+def read_limit() -> int:
+    """Most bytes one image (or one of its layers) is read to: Lambda's image quota + 1 GiB.
+
+    Past it the image cannot deploy anyway; stopping there bounds the time a gzip bomb (or a
+    wrong file) can take, and the disk a spooled stdin can use.
+    """
+    return quotas().container_image + 1024**3
+
+
 def _stream(layer: ImageLayer, record: bool, progress: Step | None) -> _LayerResult:
     visitor = _Visitor(layer, record)
     told = None if progress is None else lambda f, b: progress.advance(files=f, bytes=b)
-    visitor.result.listing = list_layer(layer, visit=visitor, hash_content=record, progress=told)
+    visitor.result.listing = list_layer(
+        layer, visit=visitor, hash_content=record, progress=told, max_bytes=read_limit()
+    )
     return visitor.result
 
 
@@ -422,7 +433,7 @@ def read_image(
     ``progress`` (the ``scan`` step) counts members and uncompressed bytes as layers stream.
     """
     oci_arch = _ARCH_TO_OCI.get(normalize_arch(arch)) if arch else None
-    image = open_image(path, arch=oci_arch)
+    image = open_image(path, arch=oci_arch, spool_limit=read_limit())
     try:
         if progress is not None:
             progress.update(item=image.source)
