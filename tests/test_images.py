@@ -28,7 +28,9 @@ from tests.support.images import (
     Symlink,
     SystemLibs,
     base_layer,
+    docker_save_files,
     layer_tar,
+    wheel_layer_file,
     write_image,
 )
 from tests.support.realwheels import RealWheels
@@ -669,3 +671,30 @@ def test_image_over_the_10_gb_quota(tmp_path: Path, system_libs: SystemLibs, elv
     assert f.severity == "error" and f.detail["limit"] == 10 * 1024**3
     assert r.sizes.unzipped_total > 10 * 1024**3
     assert not r.ok and r.bytes_read < 100 * 1024**2
+
+
+@pytest.mark.torch
+def test_real_torch_in_an_image(tmp_path: Path, system_libs: SystemLibs, torch_wheel: Path) -> None:
+    """The real torch 2.13.0 CPU wheel in /var/task of python3.11 images: GLIBC_2.28 needs
+    fail on the 2.26 image, named with the layer that brought them, and pass on 2.34."""
+    app = wheel_layer_file(torch_wheel, tmp_path / "app.tar")
+    for glibc in ("2.26", "2.34"):
+        base = tmp_path / f"base{glibc}.tar"
+        base.write_bytes(layer_tar(base_layer(system_libs, glibc, python="3.11")))
+        image = docker_save_files(tmp_path / f"torch{glibc}.tar", [base, app])
+        r = check([image])
+        by_code: dict[str, list[str]] = {}
+        for f in r.findings:
+            by_code.setdefault(f.code, []).append(f.path)
+        assert "record-mismatch" not in by_code  # 12,000+ files hashed against RECORD
+        assert r.elf_files > 100 and r.sizes.unzipped_total > 600 * 1024**2
+        cpu = [
+            p for p in by_code.get("glibc-too-new", []) if p.endswith("torch/lib/libtorch_cpu.so")
+        ]
+        if glibc == "2.26":
+            (path,) = cpu
+            with open_image(str(image)) as opened:
+                assert f"@{opened.layers[1].short}/var/task:" in path
+        else:
+            assert not cpu and "glibcxx-too-new" not in by_code
+            assert "missing-dependency" in by_code  # torch's requirements are not in the image

@@ -350,3 +350,45 @@ def base_layer(libs: SystemLibs, glibc: str, python: str = "3.12") -> dict[str, 
         layer[f"/usr/lib64/{real}"] = (data, 0o755)
         layer[f"/usr/lib64/{soname}"] = Symlink(real)
     return layer
+
+
+def wheel_layer_file(wheel: Path, dest: Path, prefix: str = "var/task/") -> Path:
+    """A layer tar on disk holding ``wheel``'s members under ``prefix`` (``pip install
+    --target`` of a wheel is its members as they are), streamed: for big wheels (torch)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            ti = tarfile.TarInfo(prefix + info.filename)
+            ti.size, ti.mtime = info.file_size, MTIME
+            ti.mode = (info.external_attr >> 16) & 0o777 or 0o644
+            with zf.open(info) as src:
+                tf.addfile(ti, src)
+    return dest
+
+
+def docker_save_files(dest: Path, layers: list[Path], tag: str = "example/app:latest") -> Path:
+    """A ``docker save`` tarball of layer tars already on disk (bottom first)."""
+
+    def sha_file(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
+    digests = [sha_file(p) for p in layers]
+    config = image_config([f"sha256:{d}" for d in digests])
+    config_name = f"{_sha(config)}.json"
+    names = [f"{d}/layer.tar" for d in digests]
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": names}]).encode()
+    with tarfile.open(dest, "w") as tf:
+        for name, data in ((config_name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), MTIME
+            tf.addfile(info, io.BytesIO(data))
+        for name, path in zip(names, layers, strict=True):
+            tf.add(path, arcname=name)
+    return dest
