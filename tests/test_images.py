@@ -698,3 +698,30 @@ def test_real_torch_in_an_image(tmp_path: Path, system_libs: SystemLibs, torch_w
         else:
             assert not cpu and "glibcxx-too-new" not in by_code
             assert "missing-dependency" in by_code  # torch's requirements are not in the image
+
+
+def test_other_system_libraries_are_judged_by_their_own_versions(
+    tmp_path: Path, system_libs: SystemLibs
+) -> None:
+    """A need on ZLIB_1.2.9 (crc32_z): the AL2 stand-in's libz defines up to 1.2.7, the
+    AL2023 one up to 1.2.11 — the image's own libz answers, not the facts file."""
+    src = tmp_path / "z.c"
+    src.write_text(
+        "#include <zlib.h>\n"
+        "unsigned long z(const unsigned char *p, size_t n) { return crc32_z(0, p, n); }\n"
+    )
+    so = tmp_path / "z.so"
+    done = subprocess.run(
+        ["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
+    app: dict[str, object] = {f"/var/task/z.{TAG}.so": (so.read_bytes(), 0o755)}
+    old = check([_image(tmp_path, "z226", system_libs, "2.26", app)])
+    (f,) = [f for f in old.findings if f.severity == "error"]
+    assert f.code == "version-not-found" and "ZLIB_1.2.9" in f.message
+    # the image's file, the layer that brought it, and what it does define
+    assert "/usr/lib64/libz.so.1.2.26 (layer sha256:" in f.message
+    assert "up to ZLIB_1.2.5.2" in f.message
+    new = check([_image(tmp_path, "z234", system_libs, "2.34", app)])
+    assert not [f for f in new.findings if f.severity == "error"], new.findings
