@@ -6,6 +6,8 @@ and nowhere else: 0 ok, 1 a real finding, 2 usage / input / network error (an
 :class:`~torchwheel.errors.TorchwheelError`, or an ``OSError`` naming its path), 3 an
 internal error — a bug: one line, and the traceback only with ``--debug`` or
 ``TORCHWHEEL_DEBUG=1``. An unexpected exception never exits 1, the code of a real finding.
+SIGTERM unwinds like Ctrl-C (every temp file and tree is removed on the way out) and exits
+143; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -75,6 +79,17 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 #: Exit status of an internal error (a bug in torchwheel, never a finding about the input).
 EXIT_INTERNAL = 3
+#: Exit status after SIGTERM (128 + 15, as a shell reports it).
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM: it unwinds exactly as Ctrl-C does, so every
+    ``finally`` and ``except BaseException`` that cleans up runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -103,20 +118,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         return int(args._run(args))
 
-    return run_guarded(run, debug=_debug_requested(args_list))
+    if threading.current_thread() is not threading.main_thread():
+        return run_guarded(run, debug=_debug_requested(args_list))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return run_guarded(run, debug=_debug_requested(args_list))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_guarded(fn: Callable[[], int], *, debug: bool = False) -> int:
     """Call ``fn`` and turn what it raises into one stderr line and an exit status.
 
     ``TorchwheelError`` → its ``exit_code``; ``OSError`` → 2 with the path; Ctrl-C → 130;
-    anything else is a bug → :data:`EXIT_INTERNAL` (traceback only when ``debug``).
+    SIGTERM (:class:`Terminated`) → 143; anything else is a bug → :data:`EXIT_INTERNAL`
+    (traceback only when ``debug``).
     """
     try:
         return fn()
     except TorchwheelError as exc:
         print(f"torchwheel: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("torchwheel: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("torchwheel: interrupted", file=sys.stderr)
         return 130

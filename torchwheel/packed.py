@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-from .atomic import atomic_output, atomic_write
+from .atomic import atomic_output, atomic_write, check_output_file
 from .errors import ArchiveError, InputError
 from .layer.install import LayerTree
 from .layer.stripping import strip as strip_tree
@@ -42,6 +42,8 @@ __all__ = [
     "DEFAULT_LEVEL",
     "LOADER_NAME",
     "MANIFEST_DIR",
+    "MEASURE_STEM",
+    "PACKED_STEM",
     "PackInfo",
     "check_level",
     "install_wheel_flat",
@@ -70,6 +72,10 @@ _BLOCK = 4096
 _CHUNK = 1 << 20
 _MB = 1024 * 1024
 _ZIP_EPOCH = 315532800  # 1980-01-01, the earliest zip timestamp
+#: Temp names (with the process id, see torchwheel.atomic.clean_stale): the packed layer laid
+#: out beside the tree, and the measured unpack in the temp directory.
+PACKED_STEM = ".torchwheel-packed"
+MEASURE_STEM = "torchwheel-measure"
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,7 @@ def pack_tree(
     """
     check_level(level)
     site_packages = Path(site_packages)
-    archive = Path(archive)
+    archive = check_output_file(Path(archive), "archive")
     if not site_packages.is_dir():
         raise InputError(f"{site_packages}: not a directory")
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -498,7 +504,8 @@ def measure_unpack(layer_python: Path, parent: Path | None = None) -> float:
     archive = layer_python / MANIFEST_DIR / str(manifest["archive"])
     if importlib.util.find_spec("zstandard") is None and sys.version_info < STDLIB_ZSTD:
         raise InputError("cannot measure the unpack: no zstd decompressor on this machine")
-    with tempfile.TemporaryDirectory(prefix="torchwheel-measure-", dir=parent) as tmp:
+    prefix = f"{MEASURE_STEM}-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
         start = time.perf_counter()
         try:
             loader.unpack(str(archive), manifest, tmp)

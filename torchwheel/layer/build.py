@@ -22,12 +22,20 @@ from pathlib import Path
 
 import httpx
 
+from ..atomic import check_outputs, clean_stale, normalize_modes, signals_deferred, temp_dir
 from ..deps import Closure, Pin, resolve_closure
 from ..download import fetch
 from ..errors import InputError, NoCompatibleWheel, TorchwheelError
 from ..index import IndexClient
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
-from ..packed import PackInfo, check_level, make_packed_tree, needs_zstandard
+from ..packed import (
+    MEASURE_STEM,
+    PACKED_STEM,
+    PackInfo,
+    check_level,
+    make_packed_tree,
+    needs_zstandard,
+)
 from ..progress import ProgressCallback, Step, bytes_callback
 from ..progress import step as progress_step
 from ..report import human_bytes
@@ -49,6 +57,9 @@ from .report import (
 )
 
 __all__ = ["BuildOptions", "build_layer", "run_build"]
+
+#: Temp trees of a zip-only build: ``torchwheel-layer-<pid>-<random>`` in the temp directory.
+_TEMP_STEM = "torchwheel-layer"
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class BuildOptions:
         check_want(self.variant)
         if self.output is None and self.tree is None:
             raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")
+        check_outputs(self.output, self.tree)  # a file / new path, never a device or /proc
         layer_prefix(self.target, self.layout)  # an unknown layout raises
         if not 0 <= self.compresslevel <= 9:
             raise InputError(f"compression level {self.compresslevel} is not between 0 and 9")
@@ -463,44 +475,58 @@ def _prepare_tree_dir(tree: Path) -> Path:
                 f"{tree}: not empty ({', '.join(sorted(extra)[:3])}); refusing to replace it"
             )
     tree.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}."))
+    return Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.{os.getpid()}."))
 
 
 def _publish_tree(tmp_root: Path, tree: Path) -> None:
+    normalize_modes(tmp_root)  # the zip's modes, not the temp dir's 0700 / mkstemp's 0600
     if tree.exists():
-        old = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.old."))
+        old = Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.{os.getpid()}.old."))
         os.replace(tree, old / "x")
         shutil.rmtree(old, ignore_errors=True)
     os.replace(tmp_root, tree)
 
 
+def _clean_stale(options: BuildOptions) -> None:
+    """Remove what builds killed before they could clean up (SIGKILL) left: temp trees and
+    files named with a process id that is gone."""
+    clean_stale(Path(tempfile.gettempdir()), (_TEMP_STEM, PACKED_STEM, MEASURE_STEM))
+    if options.output is not None:
+        clean_stale(Path(os.path.abspath(options.output)).parent, (f".{options.output.name}",))
+    if options.tree is not None:
+        tree = Path(os.path.abspath(options.tree))
+        clean_stale(tree.parent, (f".{tree.name}", PACKED_STEM))
+
+
 def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built:
     """Install, edit, pack, zip and publish, in temporary directories removed afterwards."""
-    if options.tree is not None:
-        root = _prepare_tree_dir(options.tree)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="torchwheel-layer-"))
-    out_root = root
+    tree = options.tree
+    made: list[Path] = []  # temp dirs, removed at the end (a published one is gone already)
+    lt: LayerTree | None = None
     done = False
     try:
+        with signals_deferred():  # Ctrl-C / SIGTERM land once the dir is in `made`
+            made.append(_prepare_tree_dir(tree) if tree is not None else temp_dir(_TEMP_STEM))
+        root = out_root = made[0]
         lt = _install(options, fetched.wheels, root, clock)
         steps, would_save = _edit(options, lt, clock)
         lt.finalize()
         pack_info = None
         if options.packed:  # the packed layer is laid out beside the tree (same filesystem)
-            parent = options.tree.parent if options.tree else None
-            out_root = Path(tempfile.mkdtemp(prefix=".torchwheel-packed-", dir=parent))
+            with signals_deferred():
+                made.append(temp_dir(PACKED_STEM, tree.parent if tree else None))
+            out_root = made[-1]
             pack_info = _pack(options, lt, out_root, fetched.zstd_wheel, clock)
         zipped = None
         if options.output is not None:
             zipped = _zip(options, options.output, lt, out_root, clock)
-        if options.tree is not None:
-            _publish_tree(out_root, options.tree)
+        if tree is not None:
+            with signals_deferred():  # the old tree out, the new one in: never half of it
+                _publish_tree(out_root, tree)
         done = True
     finally:
-        # published: renamed away already
-        leftovers = [d for d in {root, out_root} if d.exists() and d != options.tree]
-        if done and leftovers and lt.materialize is None:  # a whole tree: seconds to remove
+        leftovers = [d for d in made if d.exists() and d != tree]  # published: gone already
+        if done and leftovers and lt is not None and lt.materialize is None:  # seconds
             with clock.step("cleanup", files_total=len(lt.files)) as s:
                 _remove(leftovers)
                 s.update(files_done=len(lt.files))
@@ -635,6 +661,7 @@ def run_build(
     resolved again.
     """
     clock = _Clock(progress)
+    _clean_stale(options)
     fetched = _resolve_and_fetch(options, index, client, clock, closure)
     built = _assemble(options, fetched, clock)
     clock.timings["total"] = time.perf_counter() - clock.start
