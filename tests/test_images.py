@@ -471,6 +471,8 @@ def test_cli_reads_an_image_from_stdin(
     assert done.returncode == 0, done.stderr
     out = done.stdout.decode()
     assert "image" in out and "glibc 2.34" in out
+    zipped_layer = _cli("-", stdin=b"PK\x03\x04" + bytes(100))
+    assert zipped_layer.returncode == 2 and b"a zip, not an image" in zipped_layer.stderr
     broken = _cli("-", stdin=b"not an image at all" * 100)
     assert broken.returncode == 2 and b"Traceback" not in broken.stderr
     assert broken.stderr.decode().strip().count("\n") == 0

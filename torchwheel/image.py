@@ -237,6 +237,9 @@ def _open_store(path: str, spool_limit: int) -> tuple[_Store, int]:
     if path == "-":
         fd = _spool(sys.stdin.buffer, label, spool_limit)
         given = os.fstat(fd).st_size
+        if os.pread(fd, 4, 0) == b"PK\x03\x04":
+            os.close(fd)
+            raise InputError(f"{label}: a zip, not an image; pass zips as files (check layer.zip)")
     else:
         fd = open_regular(path)
         given = os.fstat(fd).st_size
