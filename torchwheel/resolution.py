@@ -44,7 +44,7 @@ from .index import Candidate, IndexClient, normalize_name
 from .probe import WheelProbe
 from .screen import RequirementSizer, Screened, Screener, check_want
 from .targets import Target, facts, make_target
-from .variants import is_variant_project, marker_holds
+from .variants import marker_holds
 from .verdict import Verdict, evaluate
 from .wheelfile import parse_wheel
 
@@ -468,8 +468,6 @@ def resolve_target(
     notes = _notes(target, verdict, chosen)
     if advice is not None:
         summary = f"{summary}; {advice}"
-    elif chosen is None and variant == "cpu" and is_variant_project(name):
-        notes.append(f"CPU builds of {name} are on the PyTorch CPU index: {DEFAULT_INDEX_URL}")
     return Resolution(
         package=name,
         target=target,
