@@ -347,6 +347,12 @@ def _merge(state: CheckState, results: Iterable[_ScanResult], record: bool) -> N
         state.generic.extend(_unchecked(state, whole))
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 #: The hash RECORD uses in practice (PEP 376 / the wheel spec's sha256): a member started
 #: before RECORD is read is hashed with it, and read again in the rare case RECORD wants another.
 _LIKELY_ALGO = "sha256"
@@ -363,7 +369,7 @@ class ContentScan:
 
     def __init__(self, record: bool, workers: int | None = None) -> None:
         self.record = record
-        n = workers or os.cpu_count() or 1
+        n = workers or _cpus()
         self._pool = ThreadPoolExecutor(max_workers=n) if n > 1 else None
         self._abort = threading.Event()
         self._early: dict[int, tuple[_Job, Future[_ScanResult]]] = {}
