@@ -231,3 +231,34 @@ def test_real_torch_wheel_within_budget_and_exact(
             assert list(f.versions) == exact, f.member
     top = needs.max_version("GLIBC_")
     assert top is not None and top[1] == "GLIBC_2.28"
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"MAX_INFLATED": 1 << 20},  # each member stops at its own cap
+        {"MAX_INFLATED_TOTAL": 2 << 20, "FIRST_PREFIX_MIN": 1024},  # members held at once
+    ],
+)
+def test_a_deflate_bomb_gives_up_instead_of_swelling(
+    index_server: IndexServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    limits: dict[str, int],
+) -> None:
+    import torchwheel.elfneeds as elfneeds
+
+    for name, value in limits.items():
+        monkeypatch.setattr(elfneeds, name, value)
+    bomb = tmp_path / "bomb-1.0-py3-none-linux_x86_64.whl"
+    header = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"\x03\x00\x3e\x00"  # ELF64 LE, DYN, x86_64
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(3):
+            with zf.open(f"bomb/lib{i}.so", "w") as f:
+                f.write(header)
+                for _ in range(8):
+                    f.write(bytes(1 << 20))  # 8 MiB of zeros: ~8 KB deflated
+    index_server.add_project("bomb", [bomb])
+    with RemoteWheel(index_server.file_url("bomb", bomb.name)) as rw:
+        needs = read_elf_needs(rw)
+    assert needs.files == () and sorted(needs.missed) == [f"bomb/lib{i}.so" for i in range(3)]

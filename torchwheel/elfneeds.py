@@ -56,6 +56,8 @@ FIRST_PREFIX_MAX = 4 * 1024 * 1024
 GROWTH = 4
 #: Most bytes one member is inflated to (the tables sit in the first ~10 MB).
 MAX_INFLATED = 64 * 1024 * 1024
+#: Most bytes held inflated at once for one wheel (a deflate bomb gives up, never swells).
+MAX_INFLATED_TOTAL = 256 * 1024 * 1024
 MAX_ROUNDS = 6
 
 _SO_NAME = re.compile(r"\.so(?:\.\d+)*$")
@@ -275,8 +277,8 @@ class _Scan:
             self._header()
             if self.done:
                 return
-        whole = self.fed >= self.m.compressed_size
-        if whole:
+        capped = len(self.out) >= MAX_INFLATED  # the inflater stopped at the cap
+        if self.fed >= self.m.compressed_size and not capped:
             self._finish_whole(url)
             return
         needs = scan_version_needs(bytes(self.out), little_endian=self.little)
@@ -284,7 +286,8 @@ class _Scan:
             known = sorted({n.name for n in needs if n.name is not None})
             unknown = sum(1 for n in needs if n.name is None)
             self._done(tuple(known), unknown, whole=False)
-        elif len(self.out) >= MAX_INFLATED:
+        elif capped:
+            self.out = bytearray()
             self.done = True  # gives up: reported as missed
 
     def _finish_whole(self, url: str) -> None:
@@ -324,6 +327,18 @@ def _shared_objects(members: list[ZipMember]) -> list[ZipMember]:
     ]
 
 
+def _within_memory(scans: list[_Scan]) -> None:
+    """Give up on the biggest unfinished members while their prefixes hold too much."""
+    held = sorted((s for s in scans if not s.done), key=lambda s: len(s.out), reverse=True)
+    total = sum(len(s.out) for s in held)
+    for s in held:
+        if total <= MAX_INFLATED_TOTAL:
+            return
+        total -= len(s.out)
+        s.out = bytearray()
+        s.done = True  # reported as missed
+
+
 def read_elf_needs(
     wheel: RemoteWheel,
     *,
@@ -353,6 +368,7 @@ def read_elf_needs(
             for start, end in plan:
                 wheel.fetch(start, end)
         progressed = [s.advance(wheel) for s in pending]
+        _within_memory(scans)
         if not any(progressed):
             break
     return ElfNeeds(

@@ -149,7 +149,7 @@ class FactsCache:
         try:
             doc = json.loads((self.directory / f"{sha256}.json").read_text("utf-8"))
             return WheelFacts.from_dict(doc)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def store(self, sha256: str, wheel: WheelFacts) -> None:
