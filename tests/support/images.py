@@ -28,7 +28,7 @@ import json
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +132,7 @@ def _tar_of(files: Mapping[str, bytes], dest: Path) -> None:
 
 def write_image(
     dest: Path,
-    layers: list[LayerSpec],
+    layers: Sequence[LayerSpec],
     *,
     fmt: str = "oci-tar",
     arch: str = "amd64",
@@ -392,3 +392,34 @@ def docker_save_files(dest: Path, layers: list[Path], tag: str = "example/app:la
         for name, path in zip(names, layers, strict=True):
             tf.add(path, arcname=name)
     return dest
+
+
+def write_image_at(
+    directory: Path,
+    name: str,
+    layers: Sequence[LayerSpec],
+    fmt: str,
+    *,
+    arch: str = "amd64",
+    env: list[str] | None = None,
+) -> Path:
+    """:func:`write_image` to ``directory/name.tar`` (``directory/name/`` for ``oci-dir``)."""
+    dest = directory / (name if fmt == "oci-dir" else f"{name}.tar")
+    if fmt == "oci-dir":
+        dest.mkdir(parents=True)
+    return write_image(dest, layers, fmt=fmt, arch=arch, env=env)
+
+
+def tar_header(
+    name: str, size: int, typeflag: bytes = b"0", *, size_field: bytes | None = None
+) -> bytes:
+    """One ustar header block (``size_field`` overrides the size's octal text: base-256)."""
+    block = bytearray(512)
+    block[0 : len(name)] = name.encode()
+    block[100:108] = b"0000644\x00"
+    block[124:136] = size_field if size_field is not None else b"%011o\x00" % size
+    block[156:157] = typeflag
+    block[257:263] = b"ustar\x00"
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % sum(block)
+    return bytes(block)
