@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,6 +173,21 @@ class Project:
             timeout=1800,
         )
 
+    def bash_timed(self, script: str) -> tuple[int, list[tuple[float, str]]]:
+        """Run ``script``; its exit status and each stderr line with the second it arrived."""
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            ["bash", "-e", "-o", "pipefail", "-c", script],
+            cwd=self.dir,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        lines = [(time.perf_counter() - start, line.rstrip("\n")) for line in proc.stderr]
+        return proc.wait(timeout=1800), lines
+
     def write(self, name: str) -> Path:
         path = self.dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,10 +248,16 @@ def _swap(layer: Path, seed: Path) -> None:
 @pytest.mark.torch
 def test_github_actions_recipe(project: Project) -> None:
     steps = run_steps(yaml.safe_load(project.write(".github/workflows/layer.yml").read_text()))
-    logs = [_ok(project.bash(s)) for s in steps]
-    assert re.search(r"^pack: [\d,]+ files, .* s$", logs[0], re.M), logs[0]
-    assert "torchwheel check: OK" in logs[1] and "::error" not in logs[1]
-    assert "::warning" not in logs[1]  # informational findings are ::notice
+    # the build's steps show in the log as they finish, not all at the end
+    rc, timed = project.bash_timed(steps[0])
+    assert rc == 0, timed
+    when = {line.split(":")[0]: t for t, line in timed}
+    assert list(when) == ["resolve", "download", "install", "slim", "pack", "zip", "cleanup"]
+    assert when["pack"] - when["install"] > 1.0  # packing torch takes seconds: seen apart
+    assert re.search(r"^pack: [\d,]+ files, .* s$", timed[4][1]), timed
+    logs = [_ok(project.bash(s)) for s in steps[1:]]
+    assert "torchwheel check: OK" in logs[0] and "::error" not in logs[0]
+    assert "::warning" not in logs[0]  # informational findings are ::notice
     # the action's variant: the same layer (byte-reproducible: its build step is the one
     # above, not run twice), then action.yml's steps with the recipe's inputs
     action_wf = yaml.safe_load(project.write(".github/workflows/layer-action.yml").read_text())
