@@ -47,6 +47,7 @@ TOP_KEYS = {
     "variant",
     "read_before_download",
     "plan",
+    "hosts",
 }
 
 
@@ -314,6 +315,8 @@ def test_offline_after_a_run(
     assert code == 0
     torch_index.stop()
     code, offline = run_json(capsys, [*base, "--offline"])
+    assert isinstance(online, dict) and isinstance(offline, dict)
+    assert online.pop("hosts") == [torch_index.base] and offline.pop("hosts") == []  # no network
     assert code == 0 and offline == online
     code = main(
         [
