@@ -32,7 +32,7 @@ from torchwheel.download import cached_path, fetch
 from torchwheel.errors import IndexPageError, InputError, NetworkError
 from torchwheel.http import MAX_REDIRECTS, get_with_retries, make_client, read_body, retry_delay
 from torchwheel.index import IndexClient, PageCache
-from torchwheel.index.parse import MAX_JSON_DEPTH, parse_html_links, parse_page
+from torchwheel.index.parse import MAX_JSON_DEPTH, parse_html_links, parse_json_links, parse_page
 
 JSON = "application/vnd.pypi.simple.v1+json"
 TW = (sys.executable, "-m", "torchwheel")
@@ -387,3 +387,33 @@ def test_resolve_json_lists_every_host_contacted(
     assert json.loads(capsys.readouterr().out)["hosts"] == [torch_index.base]
     assert main([*args[:-1], "--all", "--json"]) in (0, 1)
     assert json.loads(capsys.readouterr().out)["hosts"] == [torch_index.base]
+
+
+def test_page_hashes_name_no_paths_and_a_damaged_metadata_blob_is_fetched_again(
+    index_server: IndexServer, wheel: Path, tmp_path: Path
+) -> None:
+    [link] = parse_json_links(
+        {
+            "files": [
+                {
+                    "url": "a-1.0-py3-none-any.whl",
+                    "hashes": {"sha256": "../../x"},
+                    "core-metadata": {"sha256": "/../../y"},
+                }
+            ]
+        },
+        "https://idx.example/simple/a/",
+    )
+    assert link.sha256 is None and link.metadata_sha256 is None and link.has_metadata
+    index_server.add_project("demo", [wheel])
+    cache = tmp_path / "cache"
+    with IndexClient(index_server.url, cache_dir=cache) as idx:
+        [cand] = idx.candidates("demo")
+        first = idx.get_metadata(cand)
+    assert first is not None
+    blob = cache / "index-pages-v1" / "blobs" / f"metadata-{cand.metadata_sha256}"
+    blob.write_bytes(b"damaged")
+    with IndexClient(index_server.url, cache_dir=cache) as idx:
+        [cand] = idx.candidates("demo")
+        assert idx.get_metadata(cand) == first
+    assert blob.read_bytes() == first

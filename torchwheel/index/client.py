@@ -227,6 +227,8 @@ class IndexClient:
         url = cand.metadata_url
         blob_key = f"metadata-{cand.metadata_sha256}" if cand.metadata_sha256 else None
         data = self.cache.load_blob(blob_key) if self.cache and blob_key else None
+        if data is not None and hashlib.sha256(data).hexdigest() != cand.metadata_sha256:
+            data = None  # a damaged cache entry: fetched again, never an error
         if data is None:
             data = self._read_metadata(url, cand.source)
         if data is not None and cand.metadata_sha256:

@@ -184,6 +184,13 @@ def parse_html_links(text: str, page_url: str) -> list[Link]:
     return links
 
 
+def _hex64(value: Any) -> str | None:
+    """A sha256 as 64 lowercase hex digits, or None for anything else (it names cache files)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        return value.lower()
+    return None
+
+
 def parse_json_links(data: Any, page_url: str) -> list[Link]:
     """The ``files`` of a PEP 691 project document as :class:`Link` objects."""
     if not isinstance(data, dict) or not isinstance(data.get("files"), list):
@@ -218,11 +225,11 @@ def parse_json_links(data: Any, page_url: str) -> list[Link]:
             Link(
                 url=url,
                 filename=filename or _filename_of(url),
-                sha256=sha.lower() if isinstance(sha, str) else None,
+                sha256=_hex64(sha),
                 requires_python=rp.strip() or None if isinstance(rp, str) else None,
                 yanked=bool(yanked) if not isinstance(yanked, str) else yanked,
                 has_metadata=has_meta,
-                metadata_sha256=meta_sha.lower() if isinstance(meta_sha, str) else None,
+                metadata_sha256=_hex64(meta_sha),
                 size=size if isinstance(size, int) and not isinstance(size, bool) else None,
             )
         )
