@@ -192,6 +192,12 @@ def _goal_lines(by: dict[str, Runs]) -> list[str]:
             f"stdlib zipfile read of every member (median of the rounds' ratios; per round: "
             f"{', '.join(f'{x:.2f}' for x in rs)}) | {med:.2f}× | {met} |"
         )
+    cpu = [c / z for c, z in zip(check.cpus, zipfile.cpus, strict=True)]
+    lines.append(
+        f"| (for reference, not a goal) check's CPU user+sys over zipfile's, median of the "
+        f"rounds: the wall ratio an unloaded 2-CPU machine allows is about half of it at best "
+        f"| {statistics.median(cpu):.2f}× | — |"
+    )
     if "auditwheel show" in by:
         aw = by["auditwheel show"].best
         for r in (check, norec):
