@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.indexserver import IndexServer
+from tests.support.realwheels import RealWheels
 from tests.support.wheels import make_wheel
+from torchwheel import check
 from torchwheel.cli import main
 from torchwheel.elf import parse_elf
 from torchwheel.errors import InputError
@@ -206,3 +208,25 @@ def test_build_arm64_strip_refused_before_any_download(
     # without --strip the same build goes through
     assert main(["build", "armpkg", *ARM, "--index-url", index_server.url, "-o", str(out)]) == 0
     assert os.path.getsize(out) > 0
+
+
+@needs_x86_host
+@pytest.mark.realwheels
+def test_real_numpy_arm64_strip(
+    real_wheels: RealWheels, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: numpy's aarch64 wheel from PyPI, --strip on an x86_64 host."""
+    if shutil.which("llvm-strip") is None:
+        pytest.skip("llvm-strip is not installed")
+    out = tmp_path / "numpy.zip"
+    target = ["--runtime", "python3.11", "--arch", "arm64"]
+    wheels = ["--no-index", "--find-links", str(real_wheels.directory)]
+    rc = main(["build", "numpy==1.26.4", *target, *wheels, "--strip", "-o", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    step = next(s for s in json.loads(captured.out)["steps"] if s["step"] == "strip")
+    assert step["files"] > 0 and step["bytes_saved"] > 0, step
+    assert "llvm-strip" in step["note"] and "failed" not in step["note"]
+    assert "/tmp/" not in step["note"]
+    report = check(out, arch="arm64", runtime="python3.11")
+    assert report.ok, [(f.code, f.message) for f in report.errors]
