@@ -110,9 +110,7 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def apply_config(
-    args: argparse.Namespace, keys: tuple[str, ...] = tuple(KEYS)
-) -> ProjectConfig:
+def apply_config(args: argparse.Namespace, keys: tuple[str, ...] = tuple(KEYS)) -> ProjectConfig:
     """Fill ``args``' unset target / ``strict`` from the config and add its ``ignore`` codes
     (only the ``keys`` the command takes: ``build`` takes the target alone); return the config
     used (empty with ``--no-config`` or without a file)."""
