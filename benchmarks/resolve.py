@@ -121,16 +121,23 @@ class ToolRun:
     metadata: int = 0
     wheels: int = 0
     wheel_bytes: int = 0
+    ranges: int = 0  # range requests into wheel files (central directories, ELF prefixes)
+    range_bytes: int = 0
     answers: dict[str, str] = field(default_factory=dict)  # target label → version or filename
     note: str = ""
 
 
 def _counts(server: IndexServer, run: ToolRun) -> None:
     run.pages = server.count("/simple/")
+    server.wait_idle()
     reqs = [r for r in server.requests if r.path.startswith("/files/")]
     run.metadata = sum(1 for r in reqs if r.path.endswith(".metadata"))
-    run.wheels = sum(1 for r in reqs if not r.path.endswith(".metadata"))
-    run.wheel_bytes = sum(r.sent for r in reqs if not r.path.endswith(".metadata"))
+    whole = [r for r in reqs if not r.path.endswith(".metadata") and "range" not in r.headers]
+    ranged = [r for r in reqs if not r.path.endswith(".metadata") and "range" in r.headers]
+    run.wheels = len(whole)
+    run.wheel_bytes = sum(r.sent for r in whole)
+    run.ranges = len(ranged)
+    run.range_bytes = sum(r.sent for r in ranged)
     server.clear_log()
 
 
@@ -169,7 +176,7 @@ def run_torchwheel_cli(server: IndexServer, tlist: list[Target], cache: Path) ->
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     run.seconds = time.perf_counter() - t0
-    docs = json.loads(proc.stdout)
+    docs = json.loads(proc.stdout)["results"]  # schema torchwheel.resolve-matrix/1
     wanted = {t.label for t in tlist}
     for d in docs:
         label = f"{d['runtime']}/{d['arch']}"
@@ -369,17 +376,17 @@ def render(runs: list[ToolRun], tlist: list[Target], n_files: int, extra: list[s
         "HTML, PEP 658 metadata). Every tool starts with an empty cache.",
         "",
         "| tool | processes | wall time | vs torchwheel CLI | index page fetches | "
-        "metadata fetches | wheel downloads (bytes) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "metadata fetches | wheel downloads (bytes) | range reads (bytes) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if r.note:
-            lines.append(f"| {r.name} | — | — | — | — | — | {r.note} |")
+            lines.append(f"| {r.name} | — | — | — | — | — | — | {r.note} |")
             continue
         ratio = r.seconds / base.seconds if base.seconds else float("nan")
         lines.append(
             f"| {r.name} | {r.processes} | {r.seconds:.2f} s | {ratio:.1f}× | {r.pages} | "
-            f"{r.metadata} | {r.wheels} ({r.wheel_bytes}) |"
+            f"{r.metadata} | {r.wheels} ({r.wheel_bytes}) | {r.ranges} ({r.range_bytes}) |"
         )
     lines += [
         "",
