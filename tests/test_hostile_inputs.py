@@ -37,12 +37,12 @@ OUTCOMES: dict[str, Outcome] = {
     "elf-version-glibc-5000-digits.zip": Outcome(2, "version name of 5,008 bytes"),
     "elf-version-glibcxx-5000-digits.zip": Outcome(2, "version name of 5,012 bytes"),
     "elf-version-cxxabi-5000-digits.zip": Outcome(2, "version name of 5,011 bytes"),
-    # a version no library defines: no longer a crash; reading it is the loader model's job
-    "elf-version-glibc-28x.zip": Outcome(0, ""),
-    "elf-version-glibcxx-x.zip": Outcome(0, ""),
+    # a version no glibc / libstdc++ release defines: the loader refuses the file
+    "elf-version-glibc-28x.zip": Outcome(1, "version-not-found"),
+    "elf-version-glibcxx-x.zip": Outcome(1, "version-not-found"),
     "record-field-131073.zip": Outcome(1, "record-mismatch"),
     "record-bare-cr.zip": Outcome(1, "record-mismatch"),
-    "record-size-5000-digits.zip": Outcome(0, ""),  # unreadable size: the hash still matches
+    "record-size-5000-digits.zip": Outcome(1, "record-mismatch"),  # a size no file has
     "requires-dist-5000-digit-version.zip": Outcome(0, "missing-dependency"),
     "requires-dist-undefined-comparison.zip": Outcome(0, "missing-dependency"),
     "requires-dist-bad-marker.zip": Outcome(0, "missing-dependency"),

@@ -57,6 +57,7 @@ def test_strict_record_errors_are_archive_errors(data: bytes, words: str | None)
 
 def test_lenient_record_keeps_what_it_can_read() -> None:
     rows = parse_record(b"a,md5=xx,12\nb,sha256=abc,zz\nc\n\n", strict=False)
+    assert [r.size_problem for r in rows] == [None, "RECORD size 'zz' is not a file size", None]
     assert rows == [
         RecordEntry("a", Hash("?", "md5=xx"), 12),
         RecordEntry("b", Hash("sha256", "abc"), None),

@@ -18,7 +18,7 @@ import hashlib
 import io
 import posixpath
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from email.parser import HeaderParser
 from functools import lru_cache
@@ -114,6 +114,8 @@ class RecordEntry:
     path: str
     hash: Hash | None
     size: int | None
+    #: lenient parsing only: why the size could not be read (the row keeps ``size=None``)
+    size_problem: str | None = field(default=None, compare=False)
 
     def to_row(self) -> tuple[str, str, str]:
         """The three CSV fields."""
@@ -159,14 +161,14 @@ def _entry_hash(digest: str, source: str, strict: bool) -> Hash | None:
         return Hash("?", digest)
 
 
-def _entry_size(text: str, source: str, strict: bool) -> int | None:
-    """The row's size; lenient mode turns an unreadable one into ``None``."""
+def _entry_size(text: str, source: str, strict: bool) -> tuple[int | None, str | None]:
+    """The row's size; lenient mode turns an unreadable one into ``None`` and says why."""
     try:
-        return _size(text, source)
-    except ArchiveError:
+        return _size(text, source), None
+    except ArchiveError as exc:
         if strict:
             raise
-        return None
+        return None, str(exc).removeprefix(f"{source}: ")
 
 
 def parse_record(data: bytes, *, source: str = "RECORD", strict: bool = True) -> list[RecordEntry]:
@@ -191,12 +193,9 @@ def parse_record(data: bytes, *, source: str = "RECORD", strict: bool = True) ->
             path = row[0]
             digest = row[1] if len(row) > 1 else ""
             size_text = row[2] if len(row) > 2 else ""
+            size, size_problem = _entry_size(size_text, source, strict)
             entries.append(
-                RecordEntry(
-                    path,
-                    _entry_hash(digest, source, strict),
-                    _entry_size(size_text, source, strict),
-                )
+                RecordEntry(path, _entry_hash(digest, source, strict), size, size_problem)
             )
     except csv.Error as exc:
         raise ArchiveError(

@@ -79,11 +79,16 @@ _TOKEN_RE = re.compile(r"\$(?:\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?!
 
 
 def split_version(name: str) -> tuple[str, tuple[int, ...]] | None:
-    """``"ZLIB_1.2.9"`` → ``("ZLIB", (1, 2, 9))``; None for names without a numeric tail."""
+    """``"ZLIB_1.2.9"`` → ``("ZLIB", (1, 2, 9))``; None for names without a numeric tail
+    (``GLIBC_2.28x``) or with a part longer than 9 digits (no library defines such a
+    version, and Python's int limit must not turn a hostile name into a crash)."""
     m = _VERSION_RE.match(name)
     if m is None:
         return None
-    return m.group(1), tuple(int(p) for p in m.group(2).split("."))
+    parts = m.group(2).split(".")
+    if any(len(p) > 9 for p in parts):
+        return None
+    return m.group(1), tuple(int(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,11 @@ class SystemLibrary:
         if self.versions is not None:
             return version in self.versions
         split = split_version(version)
-        if split is None or split[0] not in self.ceilings:
+        if split is None:
+            # "GLIBC_2.28x": a family this library has, with a tail no release defines
+            family = version.split("_", 1)[0]
+            return False if family in self.ceilings else None
+        if split[0] not in self.ceilings:
             return None
         ceiling = self.ceilings[split[0]]
         return ceiling is not None and split[1] <= ceiling

@@ -201,6 +201,23 @@ def _version_str(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
+_IMAGE_FAMILIES = (("GLIBC_", "glibc"), ("GLIBCXX_", "libstdc++"), ("CXXABI_", "libstdc++"))
+
+
+def _unreadable_needs(needs: Iterable[str]) -> list[str]:
+    """GLIBC_ / GLIBCXX_ / CXXABI_ needs whose version starts like a number but is not a
+    plain dotted one (``GLIBC_2.28x``): no glibc or libstdc++ release defines them, so the
+    loader fails. Named versions such as ``GLIBC_PRIVATE`` are left alone."""
+    return [
+        n
+        for n in needs
+        for prefix, _lib in _IMAGE_FAMILIES
+        if n.startswith(prefix)
+        and n[len(prefix) : len(prefix) + 1].isdigit()
+        and not _version(n[len(prefix) :])
+    ]
+
+
 def _too_new(needs: Iterable[str], target: Target) -> tuple[tuple[int, ...] | None, list[str]]:
     """The highest GLIBC need above the runtime's, and the GLIBCXX / CXXABI needs above it."""
     rt = target.runtime
@@ -222,8 +239,20 @@ def _too_new(needs: Iterable[str], target: Target) -> tuple[tuple[int, ...] | No
 def _glibc_findings(entry: LayerEntry, needs: Iterable[str], target: Target) -> list[Finding]:
     """``glibc-too-new`` and ``glibcxx-too-new``."""
     rt = target.runtime
+    needs = list(needs)
     glibc, cxx = _too_new(needs, target)
     out: list[Finding] = []
+    for name in _unreadable_needs(needs):
+        lib = next(lib for prefix, lib in _IMAGE_FAMILIES if name.startswith(prefix))
+        out.append(
+            finding(
+                "version-not-found",
+                entry.label,
+                f"{entry.path} needs {name[:80]}, a version no {lib} release defines; "
+                f"the loader refuses it on every runtime",
+                needs=[name[:200]],
+            )
+        )
     if glibc is not None:
         out.append(
             finding(

@@ -300,7 +300,8 @@ def _read_record(
             path = f"{site}/{rel}"  # what normpath would give (nearly every row)
         else:
             path = posixpath.normpath(posixpath.join(site, rel))
-        record[path] = (digest, row.size)
+        # an unreadable size (5,000 digits, "1e3") matches no file: compared, it differs
+        record[path] = (digest, -1 if row.size_problem else row.size)
     return record, None
 
 
