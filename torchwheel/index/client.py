@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import HashMismatch, IndexPageError, InputError, NetworkError
+from ..errors import ArchiveError, HashMismatch, IndexPageError, InputError, NetworkError
 from ..http import (
     MAX_PAGE_BYTES,
     PAGE_DEADLINE,
@@ -49,6 +49,7 @@ from ..http import (
     path_url,
     read_body,
 )
+from ..limits import open_regular
 from .cache import CachedPage, PageCache, parse_cache_control
 from .parse import (
     ACCEPT,
@@ -244,8 +245,8 @@ class IndexClient:
         """The bytes at a metadata URL (``file://`` or the network), None when missing."""
         if url.startswith("file:"):
             try:
-                return file_url_path(url).read_bytes()
-            except OSError:
+                return read_local(file_url_path(url), url, self.max_page_bytes)
+            except (OSError, ArchiveError):
                 return None
         if self.offline:
             raise NetworkError(f"{url}: offline and not in the cache")
@@ -329,10 +330,10 @@ class IndexClient:
                     break
             else:
                 raise NotFound(url, 404)
+        if not path.exists():
+            raise NotFound(url, 404)
         try:
-            body = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFound(url, 404) from None
+            body = read_local(path, url, self.max_page_bytes)
         except OSError as exc:
             raise NetworkError(f"{url}: cannot read ({exc.strerror})") from None
         ctype = JSON_TYPE if path.suffix == ".json" else "text/html"
@@ -396,8 +397,19 @@ def _local_find_links(path: Path, location: str, project: str) -> list[Candidate
             if p.name.endswith(".whl") and p.is_file()
         ]
         return wheel_candidates(links, project, location)
-    if path.is_file():
-        page = Page(path_url(path), "text/html", path.read_bytes(), "file")
+    if path.exists():  # a page of links; read_local refuses what is not a regular file
+        page = Page(path_url(path), "text/html", read_local(path, location), "file")
         links = parse_page(page.content_type, page.body, page.url)
         return wheel_candidates(links, project, location)
     raise InputError(f"{location}: --find-links location does not exist")
+
+
+def read_local(path: Path, label: str, limit: int = MAX_PAGE_BYTES) -> bytes:
+    """A local index page or metadata file: a regular file only (a FIFO never blocks us),
+    at most ``limit`` bytes (the same cap as a page read over HTTP)."""
+    fd = open_regular(path, label)
+    with open(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise IndexPageError(f"{label}: over the {limit:,}-byte page limit")
+    return data
