@@ -15,37 +15,32 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from ..atomic import check_outputs, clean_stale, normalize_modes, signals_deferred, temp_dir
-from ..deps import Closure, Pin, resolve_closure
-from ..download import fetch
-from ..errors import InputError, NoCompatibleWheel, TorchwheelError
+from ..atomic import clean_stale, normalize_modes, signals_deferred, temp_dir
+from ..deps import Closure, Pin
+from ..errors import InputError, TorchwheelError
 from ..index import IndexClient
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
 from ..packed import (
     MEASURE_STEM,
     PACKED_STEM,
     PackInfo,
-    check_level,
     make_packed_tree,
-    needs_zstandard,
 )
-from ..progress import ProgressCallback, Step, bytes_callback
-from ..progress import step as progress_step
+from ..progress import ProgressCallback, Step
 from ..report import human_bytes
-from ..resolution import DEFAULT_INDEX_URL, resolve_target
-from ..screen import check_want
-from ..targets import Target, make_target
+from ..targets import make_target
 from ..zipwrite import DEFAULT_COMPRESSLEVEL, ZipResult, write_layer_zip
 from . import bytecode, slimming, stripping
-from .install import LayerTree, layer_prefix
+from .getting import Fetched, StepClock, resolve_and_fetch, resolve_zstandard
+from .install import LayerTree
 from .older import find_older_release
+from .options import BuildOptions, requirements
 from .report import (
     LayerReport,
     OlderRelease,
@@ -56,84 +51,10 @@ from .report import (
     suggestions,
 )
 
-__all__ = ["BuildOptions", "build_layer", "run_build"]
+__all__ = ["BuildOptions", "build_layer", "resolve_zstandard", "run_build"]
 
 #: Temp trees of a zip-only build: ``torchwheel-layer-<pid>-<random>`` in the temp directory.
 _TEMP_STEM = "torchwheel-layer"
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What to build and how; validated when made, before anything is downloaded.
-
-    ``output`` (a zip) and/or ``tree`` (the unzipped directory) say what to write; the index
-    fields say where wheels come from (``index_url`` None: ``$TORCHWHEEL_INDEX_URL`` or
-    PyTorch's index). See :func:`build_layer` for the rest.
-    """
-
-    target: Target
-    packages: tuple[str, ...] = ("torch",)
-    version: str | None = None
-    output: Path | None = None
-    tree: Path | None = None
-    layout: str = "site-packages"
-    slim: bool = False
-    strip: bool = False
-    compile_bytecode: bool = False
-    no_deps: bool = False
-    include_runtime_packages: bool = False
-    prereleases: bool | None = None
-    compresslevel: int = DEFAULT_COMPRESSLEVEL
-    packed: bool = False
-    zstd_level: int | None = None
-    workers: int | None = None
-    index_url: str | None = None
-    extra_index_urls: tuple[str, ...] = ()
-    find_links: tuple[str, ...] = ()
-    no_index: bool = False
-    offline: bool = False
-    cache_dir: Path | None = None
-    variant: str = "cpu"  # torch build to accept: cpu, cuda, rocm, xpu, any (issue 11)
-    verify_elf: bool = False  # read every wheel's ELF needs before download, not only linux_*
-
-    def __post_init__(self) -> None:
-        check_want(self.variant)
-        if self.output is None and self.tree is None:
-            raise InputError("nothing to write: give an output zip (-o) and/or a tree directory")
-        check_outputs(self.output, self.tree)  # a file / new path, never a device or /proc
-        layer_prefix(self.target, self.layout)  # an unknown layout raises
-        if not 0 <= self.compresslevel <= 9:
-            raise InputError(f"compression level {self.compresslevel} is not between 0 and 9")
-        if self.packed and self.zstd_level is not None:
-            check_level(self.zstd_level)
-        if self.compile_bytecode:
-            bytecode.check_compile_target(self.target)
-        if self.strip:  # before any download: refuse what could not be stripped
-            stripping.require_strip(self.target.machine)
-
-    @property
-    def prefix(self) -> str:
-        """The site directory inside the layer (see :func:`~torchwheel.layer.layer_prefix`)."""
-        return layer_prefix(self.target, self.layout)
-
-
-def _requirements(
-    packages: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> tuple[str, ...]:
-    """``packages`` as a tuple of strings: one requirement or path is one, never its letters."""
-    if isinstance(packages, (str, os.PathLike)):
-        return (os.fspath(packages),)
-    if isinstance(packages, (bytes, bytearray)) or not isinstance(packages, Iterable):
-        raise TypeError(
-            f"packages: expected a requirement string, a path or a sequence of them, "
-            f"not {type(packages).__name__}"
-        )
-    out = []
-    for p in packages:
-        if not isinstance(p, (str, os.PathLike)):
-            raise TypeError(f"packages: expected str or path items, not {type(p).__name__}")
-        out.append(os.fspath(p))
-    return tuple(out)
 
 
 def build_layer(
@@ -195,7 +116,7 @@ def build_layer(
     """
     options = BuildOptions(
         target=make_target(arch, python, runtime=runtime),
-        packages=_requirements(packages),
+        packages=requirements(packages),
         version=version,
         output=Path(output) if output is not None else None,
         tree=Path(tree) if tree is not None else None,
@@ -228,45 +149,6 @@ def build_layer(
 
 
 @dataclass
-class _Clock:
-    """Seconds per step, for the report's ``timings``; each step also reports its progress
-    (:mod:`torchwheel.progress`) under ``shown`` (default: the timing's name)."""
-
-    progress: ProgressCallback | None = None
-    start: float = field(default_factory=time.perf_counter)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def step(
-        self,
-        name: str,
-        *,
-        since_start: bool = False,
-        shown: str | None = None,
-        unit: str = "files",
-        files_total: int | None = None,
-        bytes_total: int | None = None,
-    ) -> Iterator[Step]:
-        t = self.start if since_start else time.perf_counter()
-        shown = shown or name
-        with progress_step(
-            self.progress, shown, unit=unit, files_total=files_total, bytes_total=bytes_total
-        ) as s:
-            yield s
-        self.timings[name] = time.perf_counter() - t
-
-
-@dataclass
-class _Fetched:
-    """The resolved closure and the verified local wheels."""
-
-    index: IndexClient
-    closure: Closure
-    wheels: list[tuple[Pin, Path]]
-    zstd_wheel: Path | None
-
-
-@dataclass
 class _Built:
     """The installed, edited tree and what was written from it."""
 
@@ -275,89 +157,6 @@ class _Built:
     slim_would_save: int
     pack_info: PackInfo | None
     zipped: ZipResult | None
-
-
-def _open_index(options: BuildOptions, client: httpx.Client | None) -> IndexClient:
-    return IndexClient(
-        options.index_url or os.environ.get("TORCHWHEEL_INDEX_URL") or None,
-        options.extra_index_urls,
-        options.find_links,
-        no_index=options.no_index,
-        client=client,
-        cache_dir=options.cache_dir,
-        offline=options.offline,
-        default_index_url=DEFAULT_INDEX_URL,
-    )
-
-
-def _fetch_all(
-    options: BuildOptions, pins: Sequence[Pin], http: httpx.Client, clock: _Clock
-) -> list[tuple[Pin, Path]]:
-    """Fetch (or find in the cache) each pinned wheel, reported as the ``download`` step."""
-    sizes = [pin.candidate.size for pin in pins]
-    total = sum(s for s in sizes if s is not None) if None not in sizes else None
-    wheels = []
-    with clock.step(
-        "fetch", shown="download", unit="wheels", files_total=len(pins), bytes_total=total
-    ) as s:
-        for pin in pins:
-            base = s.bytes_done
-            s.update(item=pin.name)
-            path = fetch(
-                pin.candidate,
-                cache_dir=options.cache_dir,
-                client=http,
-                progress=bytes_callback(s, base=base),
-                offline=options.offline,
-            )
-            s.update(bytes_done=base + path.stat().st_size)
-            s.advance(files=1)
-            wheels.append((pin, path))
-    return wheels
-
-
-def _resolve_and_fetch(
-    options: BuildOptions,
-    index: IndexClient | None,
-    client: httpx.Client | None,
-    clock: _Clock,
-    closure: Closure | None = None,
-) -> _Fetched:
-    """Resolve the closure (unless given) and fetch every wheel (and zstandard for a packed
-    layer)."""
-    own_index = index is None
-    idx = index if index is not None else _open_index(options, client)
-    try:
-        if closure is None:  # given: resolved (and reported) by the caller
-            with clock.step("resolve", since_start=True, unit="packages") as s:
-                closure = resolve_closure(
-                    list(options.packages),
-                    options.target,
-                    idx,
-                    version=options.version,
-                    no_deps=options.no_deps,
-                    include_runtime_packages=options.include_runtime_packages,
-                    prereleases=options.prereleases,
-                    cache_dir=options.cache_dir,
-                    variant=options.variant,
-                    verify_elf=options.verify_elf,
-                )
-                s.update(files_done=len(closure.pins))
-        http = idx.client if client is None else client
-        wheels = _fetch_all(options, closure.pins, http, clock)
-        zstd_wheel = None
-        if options.packed and needs_zstandard(options.target):
-            zstd_wheel = resolve_zstandard(
-                options.target,
-                idx,
-                cache_dir=options.cache_dir,
-                client=http,
-                offline=options.offline,
-            )
-    finally:
-        if own_index:
-            idx.close()
-    return _Fetched(idx, closure, wheels, zstd_wheel)
 
 
 def _materialize(options: BuildOptions) -> Callable[[str], bool] | None:
@@ -376,7 +175,7 @@ def _materialize(options: BuildOptions) -> Callable[[str], bool] | None:
 
 
 def _install(
-    options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path, clock: _Clock
+    options: BuildOptions, wheels: list[tuple[Pin, Path]], root: Path, clock: StepClock
 ) -> LayerTree:
     with clock.step("install") as s:
         lt = LayerTree(
@@ -398,7 +197,7 @@ def _install(
     return lt
 
 
-def _edit(options: BuildOptions, lt: LayerTree, clock: _Clock) -> tuple[list[StepResult], int]:
+def _edit(options: BuildOptions, lt: LayerTree, clock: StepClock) -> tuple[list[StepResult], int]:
     """Slim (or measure what slimming would save), strip, compile; the steps and the saving."""
     steps: list[StepResult] = []
     with clock.step("slim") as s:
@@ -431,7 +230,7 @@ def _summarize(s: Step, results: Sequence[StepResult], verb: str) -> None:
 
 
 def _pack(
-    options: BuildOptions, lt: LayerTree, out_root: Path, zstd_wheel: Path | None, clock: _Clock
+    options: BuildOptions, lt: LayerTree, out_root: Path, zstd_wheel: Path | None, clock: StepClock
 ) -> PackInfo:
     """Lay out the packed layer of the tree ``lt`` in ``out_root``."""
     with clock.step("pack", files_total=len(lt.files), bytes_total=lt.unzipped_bytes()) as s:
@@ -446,7 +245,7 @@ def _pack(
 
 
 def _zip(
-    options: BuildOptions, output: Path, lt: LayerTree, out_root: Path, clock: _Clock
+    options: BuildOptions, output: Path, lt: LayerTree, out_root: Path, clock: StepClock
 ) -> ZipResult:
     with clock.step("zip") as s:
         if options.packed:  # the archive is zstd already: storing it beats deflating it again
@@ -498,7 +297,7 @@ def _clean_stale(options: BuildOptions) -> None:
         clean_stale(tree.parent, (f".{tree.name}", PACKED_STEM))
 
 
-def _assemble(options: BuildOptions, fetched: _Fetched, clock: _Clock) -> _Built:
+def _assemble(options: BuildOptions, fetched: Fetched, clock: StepClock) -> _Built:
     """Install, edit, pack, zip and publish, in temporary directories removed afterwards."""
     tree = options.tree
     made: list[Path] = []  # temp dirs, removed at the end (a published one is gone already)
@@ -586,7 +385,7 @@ def _probe_older(
 
 def _report(
     options: BuildOptions,
-    fetched: _Fetched,
+    fetched: Fetched,
     built: _Built,
     client: httpx.Client | None,
     timings: dict[str, float],
@@ -660,34 +459,9 @@ def run_build(
     resolved for these options (``build`` resolves it first to print the plan), so it is not
     resolved again.
     """
-    clock = _Clock(progress)
+    clock = StepClock(progress)
     _clean_stale(options)
-    fetched = _resolve_and_fetch(options, index, client, clock, closure)
+    fetched = resolve_and_fetch(options, index, client, clock, closure)
     built = _assemble(options, fetched, clock)
     clock.timings["total"] = time.perf_counter() - clock.start
     return _report(options, fetched, built, client, clock.timings)
-
-
-def resolve_zstandard(
-    target: Target,
-    index: IndexClient,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    client: httpx.Client | None = None,
-    offline: bool = False,
-) -> Path:
-    """The ``zstandard`` wheel for ``target`` (same verdict rules as torch), fetched and verified.
-
-    ``index`` is an :class:`~torchwheel.index.IndexClient`. Raises
-    :class:`~torchwheel.errors.NoCompatibleWheel` when no zstandard wheel fits the target.
-    """
-    res = resolve_target(target, index, package="zstandard")
-    if res.wheel is None:
-        raise NoCompatibleWheel(
-            f"no zstandard wheel fits {target.label} (needed to unpack a packed layer before "
-            f"Python 3.14): {res.summary}",
-            res.candidates,
-            res,
-        )
-    http = client if client is not None else index.client
-    return fetch(res.wheel, cache_dir=cache_dir, client=http, offline=offline)
