@@ -49,7 +49,10 @@ SMALL_MEMBER = 256 * 1024
 SMALL_INFLATED = 8 * 1024 * 1024
 #: Members at least this big are hashed on a helper thread while they are inflated.
 PIPELINE_BYTES = 64 * 1024 * 1024
+#: A batch of small members ends at this many members or unzipped bytes, whichever comes
+#: first: batches of even weight keep every thread busy to the end.
 BATCH_MEMBERS = 2000
+BATCH_BYTES = 8 * 1024 * 1024
 #: Symlink members up to this size have their target read (by ``gather``).
 SYMLINK_LIMIT = 4096
 #: Most of an ELF file's start kept while streaming it (its string and version tables lie
@@ -278,26 +281,39 @@ def _is_small(job: _Job) -> bool:
 _Task = Callable[[], list[_ScanResult]]
 
 
+def _batches(group: list[_Job]) -> Iterator[list[_Job]]:
+    """``group`` (one zip's small members) in header order, cut by count and bytes."""
+    group.sort(key=lambda j: j.entry.zip_source[1].header_offset)  # type: ignore[index]
+    part: list[_Job] = []
+    size = 0
+    for job in group:
+        part.append(job)
+        size += job.entry.size
+        if len(part) >= BATCH_MEMBERS or size >= BATCH_BYTES:
+            yield part
+            part, size = [], 0
+    if part:
+        yield part
+
+
 def _tasks(jobs: Sequence[_Job], abort: threading.Event) -> list[_Task]:
-    """Big entries one task each, largest first; small members in header-ordered batches."""
+    """Big entries one task each, small members in batches; the heaviest first."""
     small: dict[int, list[_Job]] = defaultdict(list)
     readers: dict[int, ZipReader] = {}
-    big: list[_Job] = []
+    weighted: list[tuple[int, _Task]] = []
     for job in jobs:
         src = job.entry.zip_source
         if src is not None and _is_small(job):
             small[id(src[0])].append(job)
             readers[id(src[0])] = src[0]
         else:
-            big.append(job)
-    big.sort(key=lambda j: -j.entry.size)
-    tasks: list[_Task] = [lambda j=j: [_scan_stream(j, abort)] for j in big]  # type: ignore[misc]
+            weighted.append((job.entry.size, lambda j=job: [_scan_stream(j, abort)]))  # type: ignore[misc]
     for rid, group in small.items():
-        group.sort(key=lambda j: j.entry.zip_source[1].header_offset)  # type: ignore[index]
-        for i in range(0, len(group), BATCH_MEMBERS):
-            part = group[i : i + BATCH_MEMBERS]
-            tasks.append(lambda r=readers[rid], part=part: _scan_batch(r, part))  # type: ignore[misc]
-    return tasks
+        for part in _batches(group):
+            weight = sum(j.entry.size for j in part)
+            weighted.append((weight, lambda r=readers[rid], p=part: _scan_batch(r, p)))  # type: ignore[misc]
+    weighted.sort(key=lambda w: -w[0])
+    return [task for _w, task in weighted]
 
 
 def _unchecked(state: CheckState, whole: set[int]) -> list[Finding]:
