@@ -377,10 +377,11 @@ _LIKELY_ALGO = "sha256"
 class ContentScan:
     """The members' contents read on a thread pool (see the module docstring).
 
-    :meth:`start` (``gather``'s ``early`` hook) sets the zips' big members going while
-    ``gather`` still parses their metadata — their inflating and hashing release the GIL, so
-    they overlap that Python work; :meth:`finish` reads the rest and fills the state. Leaving
-    the ``with`` block early (an error) stops every read at its next chunk.
+    :meth:`start` (``gather``'s ``early`` hook, called once a zip's central directory is
+    read) sets its big members going while ``gather`` still makes the other entries and
+    parses the dist-info — inflating and hashing release the GIL, so they overlap that Python
+    work; :meth:`finish` reads the rest and fills the state. Leaving the ``with`` block early
+    (an error) stops every read at its next chunk.
     """
 
     def __init__(self, record: bool, workers: int | None = None) -> None:

@@ -17,7 +17,7 @@ from functools import partial
 from ..errors import ArchiveError
 from ..wheelfile import MAX_METADATA_BYTES, Metadata, parse_record, parse_wheel_info
 from ..zipread import ZipMember, ZipReader, is_unsafe_name
-from .contents import SYMLINK_LIMIT, is_library_name, scan_contents
+from .contents import SMALL_MEMBER, SYMLINK_LIMIT, is_library_name, scan_contents
 from .model import (
     FUNCTION_MOUNT,
     LAYER_MOUNT,
@@ -29,6 +29,7 @@ from .model import (
     LayerEntry,
     finding,
 )
+from .packed import is_packed_archive
 from .sources import read_tree
 
 __all__ = ["gather", "is_library_name", "scan_contents"]
@@ -42,30 +43,47 @@ BOMB_TOTAL_BYTES = 16 * 1024**3
 # -- the zips ------------------------------------------------------------------------------------
 
 
+#: Called with entries whose reading may start now (see :func:`gather`).
+Early = Callable[[Sequence[LayerEntry]], None]
+
+
+def _zip_entry(reader: ZipReader, origin: str, mount: str, index: int, m: ZipMember) -> LayerEntry:
+    is_dir = m.is_dir
+    return LayerEntry(
+        path=m.name.rstrip("/") if is_dir else m.name,
+        size=m.file_size,
+        mode=m.mode,
+        is_symlink=m.is_symlink,
+        is_dir=is_dir,
+        origin=origin,
+        mount=mount,
+        open=partial(reader.open, m),
+        compressed_size=m.compressed_size,
+        input_index=index,
+        chunks=partial(reader.iter_chunks, m),
+        zip_source=(reader, m),
+    )
+
+
 def _zip_entries(
-    reader: ZipReader, members: Sequence[ZipMember], origin: str, mount: str, index: int
+    reader: ZipReader,
+    members: Sequence[ZipMember],
+    origin: str,
+    mount: str,
+    index: int,
+    early: Early | None = None,
 ) -> list[LayerEntry]:
-    out = []
-    opener, chunker = reader.open, reader.iter_chunks
-    for m in members:
-        is_dir = m.is_dir
-        out.append(
-            LayerEntry(
-                path=m.name.rstrip("/") if is_dir else m.name,
-                size=m.file_size,
-                mode=m.mode,
-                is_symlink=m.is_symlink,
-                is_dir=is_dir,
-                origin=origin,
-                mount=mount,
-                open=partial(opener, m),
-                compressed_size=m.compressed_size,
-                input_index=index,
-                chunks=partial(chunker, m),
-                zip_source=(reader, m),
-            )
-        )
-    return out
+    """The members as entries. With ``early``: the big ones are made first and handed to it
+    (their reading starts while the rest are made), except a packed layer's archive, which
+    its expander reads whole anyway."""
+    made: dict[int, LayerEntry] = {}
+    if early is not None:
+        for m in members:
+            big = m.compressed_size > SMALL_MEMBER or m.file_size > SMALL_MEMBER
+            if big and not m.is_dir and not is_packed_archive(m.name):
+                made[id(m)] = _zip_entry(reader, origin, mount, index, m)
+        early(list(made.values()))
+    return [made.get(id(m)) or _zip_entry(reader, origin, mount, index, m) for m in members]
 
 
 def _member_problem(m: ZipMember, origin: str) -> Finding | None:
@@ -157,7 +175,9 @@ class _Inputs:
     zip_sizes: list[tuple[str, int]]
 
 
-def _read_zips(paths: Sequence[str], function: str | None, readers: list[ZipReader]) -> _Inputs:
+def _read_zips(
+    paths: Sequence[str], function: str | None, readers: list[ZipReader], early: Early | None
+) -> _Inputs:
     """Open every zip (appending it to ``readers``, which the caller closes)."""
     inputs = _Inputs(entries=[], generic=[], layers=[], function=None, zip_sizes=[])
     for i, p in enumerate(paths):
@@ -177,7 +197,7 @@ def _read_zips(paths: Sequence[str], function: str | None, readers: list[ZipRead
         else:
             inputs.layers.append(p)
         mount = FUNCTION_MOUNT if is_fn else LAYER_MOUNT
-        inputs.entries.extend(_zip_entries(reader, safe, p, mount, i))
+        inputs.entries.extend(_zip_entries(reader, safe, p, mount, i, early))
     return inputs
 
 
@@ -222,18 +242,17 @@ def gather(
     expanders: Sequence[Expander],
     readers: list[ZipReader],
     *,
-    early: Callable[[Sequence[LayerEntry]], None] | None = None,
+    early: Early | None = None,
 ) -> CheckState:
     """Everything but the members' contents: entries, symlinks, distributions.
 
     ``readers`` receives every opened :class:`ZipReader`; the caller closes them. ``early``
-    is handed every entry as soon as they are known, before the dist-info are read
-    (:meth:`~torchwheel.checks.contents.ContentScan.start` sets the big members inflating).
+    is handed each zip's big members as soon as its central directory is read, before the
+    other entries are made and the dist-info read
+    (:meth:`~torchwheel.checks.contents.ContentScan.start` sets them inflating).
     """
-    inputs = _read_zips(paths, function, readers)
+    inputs = _read_zips(paths, function, readers, early)
     extra_sys, extra_lib = _expand(inputs.entries, expanders)
-    if early is not None:
-        early(inputs.entries)
     files: dict[str, LayerEntry] = {}
     for e in inputs.entries:  # in input order: later layers override earlier ones
         if not e.is_dir:
