@@ -7,14 +7,14 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.indexserver import IndexServer
+from tests.support.indexserver import IndexServer, QuietHTTPServer
 from tests.support.wheels import make_wheel, wheel_sha256
 from torchwheel.download import FetchStats, cache_root, cached_path, fetch
 from torchwheel.errors import HashMismatch, InputError, NetworkError
@@ -71,7 +71,7 @@ class _DropServer:
                     return
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

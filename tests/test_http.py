@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import httpx
 import platformdirs
 import pytest
 
+from tests.support.indexserver import QuietHTTPServer
 from torchwheel import __version__
 from torchwheel.errors import InputError, NetworkError
 from torchwheel.http import (
@@ -69,7 +70,7 @@ class _ScriptServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

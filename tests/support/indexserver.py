@@ -25,6 +25,7 @@ import hashlib
 import html
 import json
 import re
+import sys
 import threading
 import time
 import zipfile
@@ -119,6 +120,27 @@ class _Page:
     content_type: str
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that keeps handler exceptions instead of printing them.
+
+    ``socketserver`` prints a traceback on ``sys.stderr`` when a handler raises (a client
+    that hangs up mid-answer: ``BrokenPipeError``); from a server thread that lands in the
+    output a test is capturing from the CLI. A client hanging up is normal; anything else is
+    kept in ``errors`` for the test to see.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors: list[BaseException] = []
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if exc is not None and not isinstance(exc, ConnectionError):
+            self.errors.append(exc)
+
+
 @dataclass
 class IndexServer:
     """A loopback package index. Use as a context manager or through the pytest fixtures."""
@@ -135,7 +157,7 @@ class IndexServer:
     _pages: dict[str, _Page] = field(default_factory=dict)
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _httpd: ThreadingHTTPServer | None = None
+    _httpd: QuietHTTPServer | None = None
     _thread: threading.Thread | None = None
     _port: int = 0
 
@@ -145,8 +167,7 @@ class IndexServer:
         """Bind 127.0.0.1:0 and serve in a daemon thread."""
         self.root.mkdir(parents=True, exist_ok=True)
         handler = type("Handler", (_Handler,), {"index": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), handler)
         self._port = int(self._httpd.server_address[1])  # kept after stop() for messages
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
