@@ -14,8 +14,10 @@ which is what the cp311 wheels were built for.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,28 +60,36 @@ def fetch_wheel(key: str, dest: Path) -> Path:
     have = sorted(dest.glob(pattern))
     if have:
         return have[0]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--only-binary",
-            ":all:",
-            "--no-deps",
-            "--python-version",
-            "3.11",
-            "--platform",
-            platform,
-            "-d",
-            str(dest),
-            f"{project}=={version}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    # pip writes into a directory of this process's own, then the wheels are renamed into
+    # place: a parallel worker (pytest-xdist) never sees a half-written wheel
+    part = Path(tempfile.mkdtemp(prefix=".part-", dir=dest))
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--only-binary",
+                ":all:",
+                "--no-deps",
+                "--python-version",
+                "3.11",
+                "--platform",
+                platform,
+                "-d",
+                str(part),
+                f"{project}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        for wheel in part.glob("*.whl"):
+            os.replace(wheel, dest / wheel.name)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
     have = sorted(dest.glob(pattern))
     if proc.returncode != 0 or not have:
         pytest.skip(f"pip download {project}=={version} failed: {proc.stderr.strip()[-300:]}")
