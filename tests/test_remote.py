@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -11,7 +13,8 @@ from tests.support.indexserver import IndexServer
 from tests.support.wheels import make_wheel
 from torchwheel import remote_wheel_size
 from torchwheel.errors import ArchiveError, NetworkError
-from torchwheel.remote import MAX_REQUESTS
+from torchwheel.http import make_client
+from torchwheel.remote import MAX_REQUESTS, read_remote_metadata
 
 
 def zip_truth(path: Path) -> tuple[int, int, list[tuple[str, int]]]:
@@ -108,6 +111,30 @@ def test_local_file_and_file_url(many_member_wheel: Path) -> None:
         rs = remote_wheel_size(loc)
         assert rs.requests == 0
         assert rs.members == zip_truth(many_member_wheel)[0]
+
+
+def test_metadata_deflate_bomb_costs_what_its_directory_claims(
+    index_server: IndexServer, tmp_path: Path
+) -> None:
+    """A METADATA whose directory entry says 100 bytes but whose deflate stream holds 64 MiB
+    (~64 KB compressed, under the 4 MiB member limit) is refused without inflating it all."""
+    path = tmp_path / "bomb-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb-1.0.dist-info/METADATA", b"\0" * (64 << 20))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 22, 100)  # local header: uncompressed size
+    central = data.rindex(b"PK\x01\x02")
+    struct.pack_into("<I", data, central + 24, 100)  # central directory: the same
+    index_server.add_project("bomb", [(path.name, bytes(data))])
+    with make_client() as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ArchiveError, match="METADATA: truncated or corrupt"):
+                read_remote_metadata(client, index_server.file_url("bomb", path.name))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 << 20
 
 
 @pytest.mark.torch
