@@ -417,3 +417,28 @@ def test_page_hashes_name_no_paths_and_a_damaged_metadata_blob_is_fetched_again(
         [cand] = idx.candidates("demo")
         assert idx.get_metadata(cand) == first
     assert blob.read_bytes() == first
+
+
+def test_a_page_file_name_with_a_path_is_not_a_candidate_and_fetch_stays_in_the_cache(
+    index_server: IndexServer, wheel: Path, tmp_path: Path
+) -> None:
+    """A PEP 691 ``filename`` (or an HTML link whose last segment unquotes) carrying ``../``
+    named the cached file: fetch wrote the download outside the cache."""
+    index_server.add_project("demo", [wheel])
+    url = index_server.file_url("demo", wheel.name)
+    escape = f"../../../../escape/{wheel.name}"
+    page = {
+        "meta": {"api-version": "1.0"},
+        "name": "demo",
+        "files": [{"filename": escape, "url": url, "hashes": {"sha256": wheel_sha256(wheel)}}],
+    }
+    index_server.add_page("/evil/demo/", json.dumps(page), JSON)
+    quoted = f"{index_server.base}/files/demo/..%2F..%2F..%2F..%2Fescape%2F{wheel.name}"
+    index_server.add_page("/evil-html/demo/", f'<a href="{quoted}">demo</a>')
+    cache = tmp_path / "deep" / "er" / "cache"
+    for simple in ("evil", "evil-html"):
+        with IndexClient(f"{index_server.base}/{simple}", cache_dir=cache) as idx:
+            assert idx.candidates("demo") == []
+    with pytest.raises(InputError, match="not a file name"):
+        cached_path(wheel_sha256(wheel), escape, cache)
+    assert not (tmp_path / "deep" / "escape").exists()

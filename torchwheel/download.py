@@ -99,7 +99,13 @@ def _filename_from_url(url: str) -> str:
 def cached_path(
     sha256: str, filename: str, cache_dir: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Where a verified file with this hash and name lives in the cache (it may not exist)."""
+    """Where a verified file with this hash and name lives in the cache (it may not exist).
+    Raises :class:`~torchwheel.errors.InputError` when ``sha256`` is not 64 hex digits or
+    ``filename`` is not a bare file name (either would name a path outside the cache)."""
+    if not _HEX64.match(sha256):
+        raise InputError(f"{sha256!r}: not a sha256 (64 lowercase hex digits)")
+    if not filename or "/" in filename or "\\" in filename or filename in (".", ".."):
+        raise InputError(f"{filename!r}: not a file name (a wheel is cached by its bare name)")
     return cache_root(cache_dir) / "wheels" / sha256[:2] / sha256 / filename
 
 

@@ -237,11 +237,14 @@ def parse_json_links(data: Any, page_url: str) -> list[Link]:
 
 
 def wheel_candidates(links: Sequence[Link], project: str, source: str) -> list[Candidate]:
-    """Keep the wheels of ``project`` (normalized) among ``links``; skip invalid names."""
+    """Keep the wheels of ``project`` (normalized) among ``links``; skip invalid names (and
+    names that carry a path)."""
     want = normalize_name(project)
     out: list[Candidate] = []
     for lk in links:
-        if not lk.filename.endswith(".whl"):
+        # the file name names the cached download: a bare name, never a path (a PEP 691
+        # ``filename`` or a link's unquoted last segment could carry ``../``)
+        if not lk.filename.endswith(".whl") or "/" in lk.filename or "\\" in lk.filename:
             continue
         try:
             wheel = parse_wheel(lk.filename)
