@@ -13,6 +13,7 @@ import io
 import json
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,8 @@ from tests.support.images import (
 from torchwheel.checks import check
 from torchwheel.errors import ArchiveError, InputError
 from torchwheel.image import is_image, open_image
-from torchwheel.imagefs import FileSystem, list_layer, open_member
-from torchwheel.tarstream import Decompressed, TarStream
+from torchwheel.imagefs import FileSystem, FsEntry, LayerListing, list_layer, open_member
+from torchwheel.tarstream import SYMLINK, Decompressed, TarStream
 
 FORMATS = ("docker-save", "oci-tar", "oci-dir")
 _write = write_image_at
@@ -312,3 +313,61 @@ def test_stdin_spool_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     _Stdin.buffer.seek(0)
     with open_image("-") as opened:
         assert opened.source == "<stdin>" and len(opened.layers) == 1
+
+
+def _rewrite_manifest(src: Path, dest: Path, edit: dict[str, object]) -> None:
+    """Copy the docker save tarball ``src`` to ``dest`` with manifest.json's entry edited."""
+    with tarfile.open(src) as old, tarfile.open(dest, "w") as new:
+        for m in old.getmembers():
+            f = old.extractfile(m)
+            if m.name == "manifest.json" and f is not None:
+                doc = json.loads(f.read())
+                doc[0].update(edit)
+                payload = json.dumps(doc).encode()
+                m.size = len(payload)
+                new.addfile(m, io.BytesIO(payload))
+            else:
+                new.addfile(m, f)
+
+
+def test_manifest_and_index_fields_of_the_wrong_shape(tmp_path: Path) -> None:
+    # RepoTags that is not a list was a TypeError (exit 3); a platform that is not an object
+    # was an AttributeError once --arch was given; a malformed digest did not name the image
+    good = _write(tmp_path, "good", [{"/var/task/a.py": b"a"}], "docker-save")
+    odd = tmp_path / "odd.tar"
+    _rewrite_manifest(good, odd, {"RepoTags": 5})
+    with open_image(str(odd)) as image:
+        assert image.tags == ()
+    layout = _write(tmp_path, "layout", [{"/var/task/a.py": b"a"}], "oci-dir")
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"].append({**index["manifests"][0], "platform": "zz"})
+    (layout / "index.json").write_text(json.dumps(index))
+    with open_image(str(layout), arch="amd64") as image:
+        assert image.config.architecture == "amd64"
+    with pytest.raises(InputError, match=r"holds 2 images \(linux/amd64, \?\)"):
+        open_image(str(layout), arch="arm64")
+    index["manifests"] = [{**index["manifests"][0], "digest": "sha256:../../x"}]
+    (layout / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ArchiveError, match=r"layout: malformed digest 'sha256:\.\./\.\./x'"):
+        open_image(str(layout))
+
+
+def test_deep_trees_and_long_links_stay_linear() -> None:
+    # removing a tree 5,000 directories deep recursed once per level (RecursionError), and a
+    # symlink of 200,000 "./" parts took quadratic time to resolve (list.pop(0) per part)
+    fs = FileSystem()
+    deep = "/a" * 5000
+    top = LayerListing(0)
+    top.entries.append(FsEntry(deep + "/f", "file", 1, 0o644, "", 0, 0))
+    top.entries.append(FsEntry("/b", "file", 1, 0o644, "", 0, 0))
+    link = "./" * 200_000
+    top.entries.append(FsEntry("/l", SYMLINK, 0, 0o777, link + "b", 0, 0))
+    top.entries.append(FsEntry("/m", SYMLINK, 0, 0o777, link + "l", 0, 0))
+    fs.apply(top)
+    started = time.perf_counter()
+    assert fs.resolve("/m") == "/b"
+    assert time.perf_counter() - started < 2.0
+    gone = LayerListing(1)
+    gone.whiteouts.append("/a")
+    fs.apply(gone)
+    assert set(fs.files) == {"/b", "/l", "/m"} and fs.listdir("/") == ["/b", "/l", "/m"]

@@ -359,10 +359,10 @@ class Image:
         self.close()
 
 
-def _digest_name(digest: str) -> str:
+def _digest_name(digest: str, label: str) -> str:
     alg, _, hexdigest = digest.partition(":")
     if not alg.isalnum() or not hexdigest or not all(c in "0123456789abcdef" for c in hexdigest):
-        raise ArchiveError(f"malformed digest {digest!r}")
+        raise ArchiveError(f"{label}: malformed digest {digest[:80]!r}")
     return f"blobs/{alg}/{hexdigest}"
 
 
@@ -390,16 +390,21 @@ def _manifests(store: _Store, index: Any, depth: int = 0) -> list[dict[str, Any]
         if not isinstance(desc, dict) or not isinstance(desc.get("digest"), str):
             raise ArchiveError(f"{store.label}: malformed descriptor in an image index")
         if desc.get("mediaType") in _INDEX_TYPES and depth < 2:
-            nested = store.json(_digest_name(desc["digest"]), desc["digest"])
+            nested = store.json(_digest_name(desc["digest"], store.label), desc["digest"])
             out.extend(_manifests(store, nested, depth + 1))
         elif not _is_attestation(desc):
             out.append(desc)
     return out
 
 
+def _architecture(desc: dict[str, Any]) -> object:
+    p = desc.get("platform")
+    return p.get("architecture") if isinstance(p, dict) else None
+
+
 def _choose(store: _Store, descs: list[dict[str, Any]], arch: str | None) -> dict[str, Any]:
     if arch is not None and len(descs) > 1:
-        same = [d for d in descs if (d.get("platform") or {}).get("architecture") == arch]
+        same = [d for d in descs if _architecture(d) == arch]
         descs = same or descs
     if len(descs) == 1:
         return descs[0]
@@ -427,7 +432,7 @@ def _oci_layers(
         media = desc.get("mediaType")
         layers.append(
             (
-                _digest_name(desc["digest"]),
+                _digest_name(desc["digest"], store.label),
                 desc["digest"],
                 media if isinstance(media, str) else None,
             )
@@ -442,7 +447,7 @@ def _docker_layout(
     if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
         raise ArchiveError(f"{store.label}: manifest.json is not a list of images")
     if len(data) > 1:
-        names = ", ".join(str(t) for d in data for t in (d.get("RepoTags") or ["<untagged>"]))
+        names = ", ".join(t for d in data for t in (_repo_tags(d) or ["<untagged>"]))
         raise InputError(f"{store.label}: holds {len(data)} images ({names}); save one per tarball")
     entry = data[0]
     config_name, layer_names = entry.get("Config"), entry.get("Layers")
@@ -458,8 +463,13 @@ def _docker_layout(
         blob = member_name(ln) or ln
         d = "sha256:" + posixpath.basename(blob) if blob.startswith("blobs/sha256/") else None
         layers.append((blob, d, None))
-    tags = tuple(str(t) for t in entry.get("RepoTags") or [])
-    return config, layers, tags
+    return config, layers, tuple(_repo_tags(entry))
+
+
+def _repo_tags(entry: dict[str, Any]) -> list[str]:
+    """An image's ``RepoTags`` in manifest.json (none when it is not a list)."""
+    tags = entry.get("RepoTags")
+    return [str(t) for t in tags] if isinstance(tags, list) else []
 
 
 def _oci_layout(
@@ -467,9 +477,9 @@ def _oci_layout(
 ) -> tuple[Any, list[tuple[str, str | None, str | None]], tuple[str, ...]]:
     index = store.json("index.json")
     desc = _choose(store, _manifests(store, index), arch)
-    manifest = store.json(_digest_name(desc["digest"]), desc["digest"])
+    manifest = store.json(_digest_name(desc["digest"], store.label), desc["digest"])
     config_digest, layers = _oci_layers(store, manifest)
-    config = store.json(_digest_name(config_digest), config_digest)
+    config = store.json(_digest_name(config_digest, store.label), config_digest)
     notes = desc.get("annotations") or {}
     tag = notes.get("org.opencontainers.image.ref.name") if isinstance(notes, dict) else None
     return config, layers, (str(tag),) if tag else ()

@@ -174,11 +174,13 @@ class FileSystem:
             path, parent = parent, posixpath.dirname(parent)
 
     def remove(self, path: str) -> None:
-        """Delete ``path`` and everything below it."""
-        self.files.pop(path, None)
-        for child in list(self._children.pop(path, ())):
-            self.remove(child)
+        """Delete ``path`` and everything below it (iteratively: a layer may nest deep)."""
         self._children.get(posixpath.dirname(path), set()).discard(path)
+        stack = [path]
+        while stack:
+            p = stack.pop()
+            self.files.pop(p, None)
+            stack.extend(self._children.pop(p, ()))
 
     def _clear(self, directory: str) -> None:
         for child in list(self._children.get(directory, ())):
@@ -221,11 +223,11 @@ class FileSystem:
 
     def resolve(self, path: str) -> str | None:
         """``path`` with every symlink resolved (as the kernel would); None when it dangles."""
-        parts = [p for p in path.split("/") if p]
+        parts = [p for p in reversed(path.split("/")) if p]  # a stack: the next part last
         current = "/"
         hops = 0
         while parts:
-            part = parts.pop(0)
+            part = parts.pop()
             if part == ".":
                 continue
             if part == "..":
@@ -239,7 +241,7 @@ class FileSystem:
                     return None
                 target = e.link
                 current = "/" if target.startswith("/") else current
-                parts = [p for p in target.split("/") if p] + parts
+                parts.extend(p for p in reversed(target.split("/")) if p)
                 continue
             if e is None and candidate not in self._children:
                 return None
