@@ -190,6 +190,22 @@ def test_arch_and_python_come_from_the_image(
     assert "image-differs-from-runtime" in codes(r) and codes(r, "error") == set()
 
 
+def test_arch_from_the_user_when_the_config_names_none(
+    tmp_path: Path, system_libs: SystemLibs, elves: Elves
+) -> None:
+    # the truth said "image config" even when --arch supplied it; a python3.<5,000 digits>
+    # file beside the interpreter was a ValueError from int() (exit 3)
+    odd: dict[str, object] = {f"/var/lang/bin/python3.{'9' * 5000}": b"#!/bin/sh\n"}
+    layers = [base_layer(system_libs, "2.34"), odd, _app(elves)]
+    path = _write(tmp_path, "noarch", layers, "oci-tar", arch="")
+    with pytest.raises(InputError, match="names no architecture; give --arch"):
+        check([path])
+    r = check([path], arch="x86_64")
+    assert r.ok and r.truth["architecture_from"] == "--arch" and r.truth["python"] == "3.12"
+    plain = check([_image(tmp_path, "img", system_libs, "2.34", _app(elves))])
+    assert plain.truth["architecture_from"] == "image config"
+
+
 def test_dependencies_record_and_runtime_packages(tmp_path: Path, system_libs: SystemLibs) -> None:
     wheel = make_wheel(tmp_path / "w", "app", "1.0", requires_dist=("boto3",))
     with zipfile.ZipFile(wheel) as zf:

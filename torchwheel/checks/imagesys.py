@@ -39,7 +39,7 @@ __all__ = [
 DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
 _MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
 _PYTHON_DIRS = ("/var/lang/bin", "/usr/local/bin", "/usr/bin")
-_PYTHON_RE = re.compile(r"^python3\.(\d+)$")
+_PYTHON_RE = re.compile(r"python3\.([0-9]{1,4})")
 _DEPLOYED = (FUNCTION_MOUNT + "/", LAYER_MOUNT + "/")
 _JUDGED_FAMILIES = frozenset({"GLIBC", "GLIBCXX", "CXXABI"})
 
@@ -175,7 +175,7 @@ class ImageSystem:
         found: list[tuple[tuple[int, int], str]] = []
         for d in _PYTHON_DIRS:
             for path in self.fs.listdir(d):
-                m = _PYTHON_RE.match(posixpath.basename(path))
+                m = _PYTHON_RE.fullmatch(posixpath.basename(path))
                 if m and self.fs.resolve(path) is not None:
                     found.append(((3, int(m.group(1))), path))
             if found:
@@ -236,9 +236,8 @@ class ImageSystem:
 
 
 def image_arch(image: Image, wanted: str | None) -> tuple[str, str]:
-    """The architecture (AWS spelling) and where it was read: the config, else libc's ELF."""
+    """The architecture (AWS spelling) and where it was read: the config, else ``--arch``."""
     arch: str | None = None
-    source = "image config"
     try:
         arch = normalize_arch(image.config.architecture) if image.config.architecture else None
     except InputError:
@@ -247,11 +246,11 @@ def image_arch(image: Image, wanted: str | None) -> tuple[str, str]:
         want = normalize_arch(wanted)
         if arch is not None and arch != want:
             raise InputError(f"{image.source}: the image is {arch} (its config), not {want}")
-        arch = arch or want
-        source = source if arch else "--arch"
+        if arch is None:
+            return want, "--arch"
     if arch is None:
         raise InputError(f"{image.source}: the config names no architecture; give --arch")
-    return arch, source
+    return arch, "image config"
 
 
 def image_runtime(system: ImageSystem, name: str, python: tuple[int, int], arch: str) -> Runtime:
