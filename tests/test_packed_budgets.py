@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.support.hostile import tar_zst
 from torchwheel.checks import packed as checks_packed
@@ -118,3 +120,19 @@ def test_sha_of_hostile_archive_is_still_the_archives() -> None:
     expansion = checks_packed.expand_packed_archive(_entry(archive))
     assert expansion is not None
     assert expansion.sys_path == (f"/tmp/torchwheel-{hashlib.sha256(archive).hexdigest()[:16]}",)
+
+
+def test_a_negative_pax_size_is_refused_before_reading() -> None:
+    # size=-1 in a PAX header made the expander (and the loader) call read(-1): the whole
+    # rest of the decompressed stream read into memory as one member
+    pax = tarfile.TarInfo("pkg/a.py")
+    pax.pax_headers = {"size": "-1"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(pax, io.BytesIO(b""))
+        big = tarfile.TarInfo("pkg/zeros")
+        big.size = 8 << 20
+        tf.addfile(big, io.BytesIO(bytes(big.size)))
+    archive = zstandard.ZstdCompressor(level=3).compress(buf.getvalue())
+    with pytest.raises(ArchiveError, match=r"'pkg/a\.py' has a negative size"):
+        checks_packed.expand_packed_archive(_entry(archive))

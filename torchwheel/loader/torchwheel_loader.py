@@ -269,6 +269,8 @@ def _members(stream: Any) -> Iterator[tuple[str, str, int, int]]:
             return
         info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
         size = int(pax.get("size", info.size))
+        if size < 0:  # a PAX size of "-1": read(-1) would read the rest of the stream
+            raise ValueError(f"member {info.name!r} has a negative size")
         if info.type == tarfile.XHDTYPE:
             pax = _pax_records(_read_exact(stream, info.size + _pad(info.size))[: info.size])
             continue
