@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.wheels import check_records, make_wheel, raw_wheel
+from tests.support.wheels import check_records, make_wheel, raw_wheel, record_hash
 from torchwheel.errors import ArchiveError
 from torchwheel.layer import (
     LayerTree,
@@ -115,6 +115,26 @@ def test_unsafe_member_paths_are_refused(tmp_path: Path, bad: str) -> None:
         LayerTree(tmp_path / "t", SITE).install(w)
     assert "evil-1.0-py3-none-any.whl" in str(info.value)
     assert not (tmp_path / "evil.py").exists() and not (tmp_path / "t" / "evil.py").exists()
+
+
+def test_a_member_path_twice_is_refused_before_writing(tmp_path: Path) -> None:
+    """A symlink and a file of one name raced: the file could be written through the link
+    (to ``a/../outside.txt``, outside the tree) before the link was checked and removed."""
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile writes it all the same
+        w = raw_wheel(
+            tmp_path,
+            "dup-1.0-py3-none-any.whl",
+            [
+                ("dup/a", b"../../../../..", 0o120777),
+                ("dup/b", b"a/../outside.txt", 0o120777),
+                ("dup/b", b"written through the link", 0o100644),
+            ],
+            record={"dup/b": record_hash(b"a/../outside.txt")},  # the link's rows match
+        )
+    with pytest.raises(ArchiveError, match="member path 'dup/b' appears twice"):
+        LayerTree(tmp_path / "t", SITE).install(w)
+    assert not (tmp_path / "outside.txt").exists()
+    assert not (tmp_path / "t" / SITE / "dup").exists()
 
 
 def test_symlinks(tmp_path: Path) -> None:

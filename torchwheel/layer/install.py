@@ -21,6 +21,7 @@ import hashlib
 import os
 import posixpath
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,11 @@ class WheelSource:
             if is_unsafe_name(m.name) or "\\" in m.name:
                 raise ArchiveError(f"{label}: unsafe member path {m.name!r}")
         self.by_name = {m.name: m for m in self.members}
+        if len(self.by_name) < len(self.members):  # two writers of one path race (a symlink
+            # and a file: the file is written through the link before the link is checked)
+            counts = Counter(m.name for m in self.members)
+            twice = next(n for n, k in counts.items() if k > 1)
+            raise ArchiveError(f"{label}: member path {twice!r} appears twice")
         self.dist_info = find_dist_info(self.by_name, project, source=label)
         wheel_info = parse_wheel_info(self.read_meta("WHEEL"), source=label)
         if not wheel_info.wheel_version.startswith("1."):
