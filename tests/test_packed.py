@@ -663,3 +663,24 @@ def test_build_packed_option_errors(
     assert "zstd level 30 is out of range 1..22" in capsys.readouterr().err
     assert index_server.count("/simple") == 0  # refused before any request
     assert not out.exists()
+
+
+def test_check_accepts_a_packed_archive_without_files(tmp_path: Path) -> None:
+    # the archive's sha256 was read from the mount of its first *file*: an archive of
+    # directories only (or of nothing) was a packed-manifest error though the loader takes it
+    for name, dirs in (("empty", []), ("dirs-only", ["pkg", "pkg/sub"])):
+        site = tmp_path / name / "site"
+        for d in ["", *dirs]:
+            (site / d).mkdir(parents=True, exist_ok=True)
+        layer = tmp_path / name / "layer"
+        info = pack_tree(site, layer / "python" / MANIFEST_DIR / ARCHIVE_NAME)
+        manifest = {"format": 1, "archive": ARCHIVE_NAME, "sha256": info.sha256, "files": 0}
+        (layer / "python" / MANIFEST_DIR / "manifest.json").write_text(json.dumps(manifest))
+        (layer / "python" / LOADER_NAME).write_bytes(loader_source())
+        report = _check(zip_tree(layer, tmp_path / f"{name}.zip"))
+        assert [f for f in report.findings if f.code == "packed-manifest"] == []
+        manifest["sha256"] = "f" * 64
+        (layer / "python" / MANIFEST_DIR / "manifest.json").write_text(json.dumps(manifest))
+        report = _check(zip_tree(layer, tmp_path / f"{name}-bad.zip"))
+        [finding] = [f for f in report.errors if f.code == "packed-manifest"]
+        assert f"vs {info.sha256[:16]}" in finding.message

@@ -18,6 +18,7 @@ stream stops as soon as one is exceeded (a 100 KB archive of 2,000 × 1 MiB memb
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -330,8 +331,20 @@ def _read_manifest(entry: LayerEntry) -> dict[str, Any] | str:
         return str(exc).removeprefix("torchwheel_loader: ")
 
 
+def _archive_sha(arc: LayerEntry, expanded: list[LayerEntry]) -> str:
+    """The archive's sha256 (prefix): from the mount its members were given, else (no member
+    at all) hashed again — an empty archive is still one the loader accepts."""
+    if expanded:
+        return expanded[0].mount.rsplit("-", 1)[-1]
+    h = hashlib.sha256()
+    with arc.open() as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()[: loader.HASH_CHARS]
+
+
 def _manifest_problem(
-    arc: LayerEntry, files: list[LayerEntry], mount: str, state: CheckState
+    arc: LayerEntry, expanded: list[LayerEntry], files: int, state: CheckState
 ) -> str | None:
     """Why the manifest beside the archive does not describe it, or None."""
     mpath = posixpath.join(posixpath.dirname(arc.abs_path), MANIFEST_NAME)
@@ -341,16 +354,16 @@ def _manifest_problem(
     manifest = _read_manifest(man_entry)
     if isinstance(manifest, str):
         return manifest
-    sha = mount.rsplit("-", 1)[-1] if files else ""
-    if not sha or not manifest["sha256"].startswith(sha):
+    sha = _archive_sha(arc, expanded)
+    if not manifest["sha256"].startswith(sha):
         return (
             f"the archive's sha256 does not match {MANIFEST_NAME} "
             f"({manifest['sha256'][:16]}… vs {sha}…): the loader "
             "will refuse it; rebuild or re-upload the layer"
         )
     listed = manifest.get("files")
-    if listed is not None and listed != len(files):
-        return f"{MANIFEST_NAME} lists {listed} files, the archive holds {len(files)}"
+    if listed is not None and listed != files:
+        return f"{MANIFEST_NAME} lists {listed} files, the archive holds {files}"
     return None
 
 
@@ -373,9 +386,9 @@ def packed_findings(state: CheckState, target: Target | None) -> list[Finding]:
     for arc in archives:
         expanded = [e for e in state.entries if e.expanded_from == arc.label]
         files = [e for e in expanded if not e.is_dir]
-        mount = files[0].mount if files else "/tmp"
+        mount = expanded[0].mount if expanded else "/tmp"
         findings.append(_storage_finding(arc, files, len(expanded) - len(files), mount))
-        problem = _manifest_problem(arc, files, mount, state)
+        problem = _manifest_problem(arc, expanded, len(files), state)
         if problem is not None:
             findings.append(finding("packed-manifest", arc.label, problem))
     return findings
