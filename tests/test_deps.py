@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ from tests.support.indexserver import IndexServer, IndexServerFactory
 from tests.support.wheels import make_wheel
 from tests.support.worlds import populate
 from torchwheel.deps import Closure, resolve_closure
-from torchwheel.errors import InputError, NoCompatibleWheel
+from torchwheel.errors import ArchiveError, InputError, NoCompatibleWheel
 from torchwheel.index import IndexClient
 from torchwheel.remote import read_remote_metadata
 from torchwheel.targets import make_target
@@ -145,6 +147,28 @@ def test_local_wheel_requirement(world: IndexServer, tmp_path: Path) -> None:
         c = resolve_closure([str(local)], ARM312, idx)
     assert names(c) == {"liba": "3.0", "libb": "2.0"}
     assert c.pins[0].candidate.url.startswith("file:") and c.pins[0].metadata_source == "local"
+
+
+def test_a_local_wheels_huge_metadata_is_refused_without_reading_it_all(
+    world: IndexServer, tmp_path: Path
+) -> None:
+    """A 64 MiB METADATA (64 KB deflated) is refused at the 16 MiB metadata cap, reading one
+    byte more than the cap rather than the whole member."""
+    path = tmp_path / "bomb-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(
+            "bomb-1.0.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: bomb\nVersion: 1.0\n\n" + b" " * (64 << 20),
+        )
+    with IndexClient(world.url) as idx:
+        tracemalloc.start()
+        try:
+            with pytest.raises(ArchiveError, match="16,777,216-byte limit"):
+                resolve_closure([str(path)], ARM312, idx)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 48 << 20
 
 
 def test_parse_metadata_and_remote_range_helper(world: IndexServer, tmp_path: Path) -> None:

@@ -46,7 +46,14 @@ from .resolution import cpu_index_advice, parse_specifier, select, summarize
 from .screen import Screened, Screener
 from .targets import Target, facts
 from .verdict import evaluate
-from .wheelfile import Metadata, marker_holds, parse_metadata, parse_requirement, parse_wheel
+from .wheelfile import (
+    MAX_METADATA_BYTES,
+    Metadata,
+    marker_holds,
+    parse_metadata,
+    parse_requirement,
+    parse_wheel,
+)
 from .zipread import ZipReader
 
 __all__ = [
@@ -116,7 +123,8 @@ def _local_metadata(path: Path) -> bytes:
         ]
         if len(meta) != 1:
             raise ArchiveError(f"{path.name}: no single *.dist-info/METADATA in the wheel")
-        return zr.read(meta[0])
+        # one byte over the cap, which the parser refuses: never the whole of a bomb
+        return zr.read(meta[0], limit=MAX_METADATA_BYTES + 1)
 
 
 # -- resolvelib provider -----------------------------------------------------------------------
