@@ -3,12 +3,12 @@
 :func:`resolve_closure` runs ``resolvelib`` (the resolver pip uses) with a provider that
 
 - finds candidates through an :class:`~torchwheel.index.IndexClient` and judges every wheel
-  with :func:`torchwheel.resolve.select` (the same tag / Requires-Python / yanked /
+  with :func:`torchwheel.resolution.select` (the same tag / Requires-Python / yanked /
   pre-release rules as for torch itself);
 - reads each candidate's core metadata without downloading the wheel where it can: the PEP
   658 ``.metadata`` file when the index offers one, else a range read of the wheel's
   ``METADATA`` member (central directory + one member, via HTTP ``Range``), else the whole
-  wheel through :func:`torchwheel.fetch.fetch` (cached, so the later install reuses it);
+  wheel through :func:`torchwheel.download.fetch` (cached, so the later install reuses it);
 - evaluates environment markers with the *target's* marker environment
   (:meth:`Target.marker_environment`: Lambda's CPython version, ``linux``, the target's
   machine), never the host's; extras (``pkg[extra]``) are handled the usual resolvelib way
