@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import tracemalloc
 import zipfile
@@ -14,7 +15,7 @@ from tests.support.wheels import make_wheel
 from torchwheel import remote_wheel_size
 from torchwheel.errors import ArchiveError, NetworkError
 from torchwheel.http import make_client
-from torchwheel.remote import MAX_REQUESTS, read_remote_metadata
+from torchwheel.remote import MAX_REQUESTS, RemoteWheel, read_remote_metadata
 
 
 def zip_truth(path: Path) -> tuple[int, int, list[tuple[str, int]]]:
@@ -111,6 +112,17 @@ def test_local_file_and_file_url(many_member_wheel: Path) -> None:
         rs = remote_wheel_size(loc)
         assert rs.requests == 0
         assert rs.members == zip_truth(many_member_wheel)[0]
+
+
+def test_closing_a_local_wheel_twice_closes_its_descriptor_once(many_member_wheel: Path) -> None:
+    rw = RemoteWheel(str(many_member_wheel))
+    rw.close()
+    other = os.open(many_member_wheel, os.O_RDONLY)  # may reuse the descriptor's number
+    try:
+        rw.close()
+        assert os.fstat(other).st_size == many_member_wheel.stat().st_size
+    finally:
+        os.close(other)
 
 
 def test_metadata_deflate_bomb_costs_what_its_directory_claims(

@@ -251,7 +251,9 @@ class _LocalReader:
         self.full: IO[bytes] | None = None
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:  # idempotent: a second close must not hit a reused descriptor
+            os.close(self.fd)
+            self.fd = -1
 
     def open(self, tail: int = TAIL_READ) -> int:
         return self.size
