@@ -222,3 +222,25 @@ def test_unsupported_method_and_symlink_mode(tmp_path: Path) -> None:
 )
 def test_is_unsafe_name(name: str, unsafe: bool) -> None:
     assert is_unsafe_name(name) is unsafe
+
+
+def test_a_stored_member_cannot_claim_more_than_its_data(tmp_path: Path) -> None:
+    # a stored member recording 40 uncompressed bytes over 10 of data was read through into
+    # the next member's local header and data (with a CRC made to match): a different file
+    # from the one unzip sees
+    path = _write(tmp_path / "x.zip", {"a": b"A" * 10, "b": b"B" * 100}, compression=0)
+    with ZipReader(path) as zr:
+        off, _ = zr.data_range(zr.members[0])
+    data = bytearray(path.read_bytes())
+    stolen = bytes(data[off : off + 40])
+    cd = data.rfind(b"PK\x01\x02", 0, data.rfind(b"PK\x01\x02"))  # member a's entry
+    data[cd + 16 : cd + 20] = zlib.crc32(stolen).to_bytes(4, "little")
+    data[cd + 24 : cd + 28] = (40).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with ZipReader(path) as zr:
+        a, b = zr.members
+        assert a.file_size == 40
+        for read in (lambda: zr.read(a), lambda: dict(zr.read_many([a, b]))):
+            with pytest.raises(ArchiveError, match=r"x\.zip: a: stored member of 10 bytes"):
+                read()
+        assert zr.read(b) == b"B" * 100

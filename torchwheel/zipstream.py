@@ -153,7 +153,8 @@ def inflate_whole(raw: bytes, member: MemberInfo, label: str) -> bytes:
     """
     size = member.file_size
     if member.compress_type == ZIP_STORED:
-        out = raw[:size]
+        _stored_sizes_agree(len(raw), size, label)
+        out = raw
         crc = crc32(out, 0)
     elif member.compress_type == ZIP_DEFLATED:
         d = new_inflater()
@@ -171,6 +172,15 @@ def inflate_whole(raw: bytes, member: MemberInfo, label: str) -> bytes:
             f"{label}: CRC-32 mismatch (expected {member.crc:08x}, got {crc & 0xFFFFFFFF:08x})"
         )
     return out
+
+
+def _stored_sizes_agree(stored: int, recorded: int, label: str) -> None:
+    """A stored member's data is its content: a recorded size past its compressed size would
+    read the next member's bytes as this one's (``zipfile`` reads only the stored bytes)."""
+    if stored != recorded:
+        raise ArchiveError(
+            f"{label}: stored member of {stored:,} bytes records {recorded:,} uncompressed"
+        )
 
 
 #: Compressed bytes read per step (the inflater keeps what it cannot consume yet).
@@ -200,6 +210,8 @@ class MemberStream(io.BufferedIOBase):
                 f"{self._label}: unsupported compression method {member.compress_type} "
                 "(only stored and deflate)"
             )
+        if member.compress_type == ZIP_STORED:
+            _stored_sizes_agree(member.compressed_size, member.file_size, self._label)
         self._restart()
 
     def _restart(self) -> None:
