@@ -371,3 +371,20 @@ def test_deep_trees_and_long_links_stay_linear() -> None:
     gone.whiteouts.append("/a")
     fs.apply(gone)
     assert set(fs.files) == {"/b", "/l", "/m"} and fs.listdir("/") == ["/b", "/l", "/m"]
+
+
+def test_a_plain_tar_cut_inside_a_skipped_member_is_truncated(tmp_path: Path) -> None:
+    # a plain, unhashed layer (check --no-record) skips big members by seeking; a seek past
+    # the end read nothing more and the layer simply ended there, its later files missing
+    big = 3 * 1024 * 1024
+    whole = _header("big.bin", big) + bytes(big) + _header("after.txt", 0) + bytes(1024)
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[: 512 + big // 2])
+    with cut.open("rb") as raw:
+        tar = TarStream(Decompressed(raw, source="cut.tar"), source="cut.tar")
+        with pytest.raises(ArchiveError, match=r"cut\.tar: truncated tar data"):
+            list(tar)
+    with io.BytesIO(whole) as raw:
+        stream = Decompressed(raw, source="whole")
+        assert [m.name for m in TarStream(stream, source="whole")] == ["big.bin", "after.txt"]
+        assert stream.seeked > 0

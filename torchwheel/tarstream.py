@@ -18,6 +18,7 @@ Budgets (named, overridable per instance): an extended header (pax, GNU long nam
 from __future__ import annotations
 
 import hashlib
+import io
 import posixpath
 import zlib
 from collections.abc import Iterator
@@ -264,10 +265,13 @@ class Decompressed:
             and n > buffered + READ_STEP
             and _seekable(self.raw)
         ):
+            target = self.raw.tell() + n - buffered
+            if target > self.raw.seek(0, io.SEEK_END):  # a seek past the end reads nothing
+                raise ArchiveError(f"{self.source}: truncated tar data")
+            self.raw.seek(target)
             self.pos += n
             self.seeked += n - buffered
             self._buf, self._off = b"", 0
-            self.raw.seek(n - buffered, 1)
             return
         while n > 0:
             got = self.read_some(min(n, READ_STEP))
