@@ -174,6 +174,13 @@ def _verdict(
     )
 
 
+def _distributions(state: CheckState) -> tuple[dict[str, str], ...]:
+    """The report's ``distributions``: name, version and where each was found."""
+    return tuple(
+        {"name": d.name, "version": d.version, "path": dist_label(d, state)} for d in state.dists
+    )
+
+
 def _the_image(paths: list[str], function: str | Path | None) -> str | None:
     """The container image among ``paths`` (it must be alone), or None."""
     images = [p for p in paths if is_image(p)]
@@ -226,10 +233,7 @@ def _check_image(
             findings=verdict.findings,
             verdicts=(verdict,),
             sizes=read.sizes,
-            distributions=tuple(
-                {"name": d.name, "version": d.version, "path": dist_label(d, state)}
-                for d in state.dists
-            ),
+            distributions=_distributions(state),
             elf_files=len(state.elves),
             members=len(state.entries),
             bytes_read=state.bytes_read,
@@ -313,17 +317,13 @@ def check(
         generic, sizes = _generic_findings(state, record, ignored)
         verdicts = [_verdict(state, t, generic, ignored) for t in targets]
         findings = verdicts[0].findings if single and verdicts else tuple(_sorted(generic))
-        dists = tuple(
-            {"name": d.name, "version": d.version, "path": dist_label(d, state)}
-            for d in state.dists
-        )
         return CheckReport(
             paths=tuple(all_paths),
             single_target=single,
             findings=tuple(findings),
             verdicts=tuple(verdicts),
             sizes=sizes,
-            distributions=dists,
+            distributions=_distributions(state),
             elf_files=len(state.elves),
             members=len(state.entries),
             bytes_read=state.bytes_read,

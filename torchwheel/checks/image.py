@@ -135,8 +135,8 @@ class _Visitor:
                 decided = True
                 chunk, head = head, b""
                 if elf_wanted and is_elf(chunk):
-                    # keep as much as the zip scanner may (32 MB): a miss means streaming the
-                    # layer again up to the file, not one member
+                    # keep as much as the zip scanner may (KEEP_PREFIX_MAX, 16 MiB): a miss
+                    # means streaming the layer again up to the file, not one member
                     prefix = min(entry.size, KEEP_PREFIX_MAX)
                     scanner = ELFScanner(entry.size, name=self._label(entry), keep_prefix=prefix)
                 elif hasher is None and kept is None:
