@@ -303,6 +303,9 @@ class IndexClient:
                 self.cache.store(cached)
             self.fetches.append(FetchRecord(url, "revalidated"))
             return Page(cached.final_url, cached.content_type, cached.body, "revalidated")
+        if resp.status_code == 304:  # "not modified" from what we never had: no page at all
+            resp.close()
+            raise IndexPageError(f"{url}: answered 304 Not Modified to a request for the page")
         body = read_body(resp, url, limit=self.max_page_bytes, deadline=deadline)
         page = Page(str(resp.url), resp.headers.get("content-type", ""), body)
         if self.cache is not None and not no_store:
