@@ -170,11 +170,15 @@ def test_facts_cache_round_trip_and_damage(tmp_path: Path) -> None:
         gpu_kind="cuda",
         requirement_bytes={"python3.12/x86_64": 12345},
     )
-    cache.store(sha, facts)
-    assert cache.load(sha) == facts
-    (tmp_path / "wheel-facts-v1" / f"{sha}.json").write_text('{"schema": "nope"}')
-    assert cache.load(sha) is None
-    assert cache.load("../../etc/passwd") is None
+    url = "https://files.example/torch-2.15.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    cache.store(sha, url, facts)
+    assert cache.load(sha, url) == facts
+    # another source claiming the same hash does not get (or plant) these facts
+    assert cache.load(sha, "https://evil.example/torch.whl") is None
+    (stored,) = (tmp_path / "wheel-facts-v2").glob(f"{sha}-*.json")
+    stored.write_text('{"schema": "nope"}')
+    assert cache.load(sha, url) is None
+    assert cache.load("../../etc/passwd", url) is None
 
 
 # -- the probe over HTTP ---------------------------------------------------------------------------

@@ -11,7 +11,9 @@ for one target's markers. Requests and bytes are counted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import re
 import threading
@@ -137,30 +139,40 @@ def classify(version: Version, wheel: WheelFacts, env: Mapping[str, str]) -> Var
 
 
 class FactsCache:
-    """:class:`WheelFacts` on disk, one JSON file per wheel sha256 (atomic writes)."""
+    """:class:`WheelFacts` on disk, one JSON file per wheel (atomic writes).
+
+    The key is the sha256 the index gave *and* the URL the facts were read from: facts come
+    from range reads, never from verified bytes, so an index that claims another wheel's hash
+    must not plant facts that a later resolve against another index would take for that
+    wheel's.
+    """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory) / "wheel-facts-v1"
+        self.directory = Path(directory) / "wheel-facts-v2"
 
-    def load(self, sha256: str) -> WheelFacts | None:
-        """The stored facts, or None (also for a damaged file)."""
+    def _path(self, sha256: str, url: str) -> Path | None:
         if not _SHA256.match(sha256):
             return None
+        where = hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return self.directory / f"{sha256}-{where}.json"
+
+    def load(self, sha256: str, url: str) -> WheelFacts | None:
+        """The stored facts, or None (also for a damaged file)."""
+        path = self._path(sha256, url)
+        if path is None:
+            return None
         try:
-            doc = json.loads((self.directory / f"{sha256}.json").read_text("utf-8"))
-            return WheelFacts.from_dict(doc)
+            return WheelFacts.from_dict(json.loads(path.read_text("utf-8")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def store(self, sha256: str, wheel: WheelFacts) -> None:
+    def store(self, sha256: str, url: str, wheel: WheelFacts) -> None:
         """Write the facts (a cache that cannot be written is not an error)."""
-        if not _SHA256.match(sha256):
+        path = self._path(sha256, url)
+        if path is None:
             return
-        try:
-            data = json.dumps(wheel.to_dict(), sort_keys=True).encode()
-            atomic_write(self.directory / f"{sha256}.json", data)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # a cache that cannot be written is not an error
+            atomic_write(path, json.dumps(wheel.to_dict(), sort_keys=True).encode())
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -218,7 +230,7 @@ class WheelProbe:
             known = self._facts.get(cand.url)
         if known is not None:
             return known
-        stored = self.cache.load(cand.sha256) if self.cache and cand.sha256 else None
+        stored = self.cache.load(cand.sha256, cand.url) if self.cache and cand.sha256 else None
         known = stored if stored is not None else WheelFacts(cand.filename)
         with self._lock:
             return self._facts.setdefault(cand.url, known)
@@ -228,7 +240,7 @@ class WheelProbe:
         with self._lock:
             self._facts[cand.url] = wheel
         if self.cache is not None and cand.sha256:
-            self.cache.store(cand.sha256, wheel)
+            self.cache.store(cand.sha256, cand.url, wheel)
 
     def _pep658(self, cand: Candidate, wheel: WheelFacts) -> WheelFacts:
         if self.index is None or not cand.has_metadata or self.offline:
