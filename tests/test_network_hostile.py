@@ -442,3 +442,16 @@ def test_a_page_file_name_with_a_path_is_not_a_candidate_and_fetch_stays_in_the_
     with pytest.raises(InputError, match="not a file name"):
         cached_path(wheel_sha256(wheel), escape, cache)
     assert not (tmp_path / "deep" / "escape").exists()
+
+
+def test_endless_download_stops_at_the_cap_and_keeps_nothing(
+    srv: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the real cap (16 GiB) lowered for the test: a chunked body with no size is given up on
+    # once past it, and no partial file is left to be "resumed" later
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 2 << 20)
+    url = srv.route("/files/demo-1.0-py3-none-any.whl", endless_chunked())
+    cache = tmp_path / "cache"
+    with pytest.raises(NetworkError, match="sent more than 2,097,152 bytes with no size given"):
+        fetch(url, cache_dir=cache, retries=0)
+    assert [p for p in cache.rglob("*") if p.is_file()] == []

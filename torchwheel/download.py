@@ -62,8 +62,11 @@ DOWNLOAD_GRACE = 60.0
 #: ... and the bytes per second it must average from then on (a server that drips a byte
 #: every few seconds is given up on, not waited for).
 DOWNLOAD_MIN_RATE = 16 * 1024
+#: Most bytes one download may bring when the server states no size (a chunked body): the
+#: biggest wheels on PyPI are a few GB; a body past this is not a wheel but a disk filler.
+MAX_DOWNLOAD_BYTES = 16 * 1024**3
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,20})-(\d{1,20})/(\d{1,20}|\*)")
 
 
 class Fetchable(Protocol):
@@ -380,8 +383,9 @@ def _expected_total(resp: httpx.Response, url: str, have: int) -> tuple[int | No
         if not m or int(m.group(1)) != have:
             raise NetworkError(f"{url}: server answered a resume with a wrong range")
         return (int(m.group(3)) if m.group(3) != "*" else None), True
-    length = resp.headers.get("content-length")
-    return (int(length) if length and length.isdigit() else None), False
+    length = resp.headers.get("content-length", "")
+    ok = length.isascii() and length.isdigit() and len(length) <= 20
+    return (int(length) if ok else None), False
 
 
 def _receive(
@@ -400,9 +404,20 @@ def _receive(
     if progress is not None:
         progress(done, total)
     start, first = time.monotonic(), done
+    limit = total if total is not None else MAX_DOWNLOAD_BYTES
     with open(part, mode) as out:
         try:
             for chunk in resp.iter_raw():
+                if done + len(chunk) > limit:  # not a wheel: nothing of it is kept
+                    part.unlink(missing_ok=True)
+                    raise NetworkError(
+                        f"{resp.url}: the server sent more than "
+                        + (
+                            f"the {total:,} bytes it announced"
+                            if total is not None
+                            else f"{MAX_DOWNLOAD_BYTES:,} bytes with no size given"
+                        )
+                    )
                 out.write(chunk)
                 hasher.update(chunk)
                 done += len(chunk)
