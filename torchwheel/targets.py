@@ -219,6 +219,7 @@ def _validate(data: dict[str, Any]) -> None:
     for section in (
         "quotas",
         "layer",
+        "runtime_paths",
         "architectures",
         "ld_library_path",
         "system_libraries",

@@ -38,7 +38,9 @@ __all__ = [
 #: glibc's trusted directories on a 64-bit system (after ld.so.cache); multiarch for Debian.
 DEFAULT_DIRS = ("/lib64", "/usr/lib64", "/lib", "/usr/lib")
 _MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
-_PYTHON_DIRS = ("/var/lang/bin", "/usr/local/bin", "/usr/bin")
+#: Lambda's python_bin (facts file), then where other images keep a CPython.
+_LAMBDA_PYTHON_BIN: str = facts()["runtime_paths"]["python_bin"]
+_PYTHON_DIRS = (_LAMBDA_PYTHON_BIN, "/usr/local/bin", "/usr/bin")
 _PYTHON_RE = re.compile(r"python3\.([0-9]{1,4})")
 _DEPLOYED = (FUNCTION_MOUNT + "/", LAYER_MOUNT + "/")
 _JUDGED_FAMILIES = frozenset({"GLIBC", "GLIBCXX", "CXXABI"})
@@ -191,7 +193,7 @@ class ImageSystem:
             return from_user, "--python"
         if not found:
             raise InputError(
-                f"{self.image.source}: no python3.X in /var/lang/bin, /usr/local/bin or /usr/bin;"
+                f"{self.image.source}: no python3.X in {', '.join(_PYTHON_DIRS)};"
                 " name the CPython version with --python 3.X"
             )
         return found[0]
@@ -226,7 +228,7 @@ class ImageSystem:
 
     def runtime_packages(self, python: tuple[int, int]) -> set[str]:
         """Canonical names of the distributions in the image's runtime site-packages."""
-        site = f"/var/lang/lib/python{python[0]}.{python[1]}/site-packages"
+        site = facts()["runtime_paths"]["site_packages"].replace("3.{X}", f"3.{python[1]}")
         names = set()
         for path in self.fs.listdir(site):
             base = posixpath.basename(path)
@@ -292,7 +294,7 @@ def claimed_runtime(python: tuple[int, int], python_from: str, given: str | None
     image's CPython is the Lambda base images' ``/var/lang/bin/python3.X``."""
     if given is not None:
         return get_runtime(given)
-    if not python_from.startswith("/var/lang/bin/"):
+    if not python_from.startswith(_LAMBDA_PYTHON_BIN + "/"):
         return None
     try:
         return get_runtime(f"python{python[0]}.{python[1]}")

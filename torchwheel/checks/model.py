@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 from packaging.utils import canonicalize_name
 
 from ..elf import ELFInfo
-from ..targets import Target
+from ..targets import Target, facts
 from ..zipread import ZipMember, ZipReader
 
 __all__ = [
@@ -74,8 +74,9 @@ CODES: dict[str, str] = {
     "crc-not-checked": INFO,
 }
 
-LAYER_MOUNT = "/opt"
-FUNCTION_MOUNT = "/var/task"
+#: Where Lambda mounts layers and the function's code (facts file, ``layer``).
+LAYER_MOUNT: str = facts()["layer"]["mount"]
+FUNCTION_MOUNT: str = facts()["layer"]["function_mount"]
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,19 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from ..targets import SystemLibraryFact, Target, system_libraries, system_library_dirs
+from ..targets import (
+    SystemLibraryFact,
+    Target,
+    facts,
+    system_libraries,
+    system_library_dirs,
+)
 from .ldso import SystemLibrary
 
 __all__ = ["RUNTIME_LIB_DIR", "LambdaSystem", "library_fact"]
 
 #: Where the python3.X runtimes keep their libpython (first entry of their LD_LIBRARY_PATH).
-RUNTIME_LIB_DIR = "/var/lang/lib"
+RUNTIME_LIB_DIR: str = facts()["runtime_paths"]["python_lib"]
 
 
 def _as_library(fact: SystemLibraryFact, directory: str) -> SystemLibrary:
