@@ -40,21 +40,14 @@ from pathlib import Path
 from _docs import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.support.torch import TORCH_DEPS as DEPS  # noqa: E402  the tests' torch closure
+from tests.support.torch import TORCH_TARGET  # noqa: E402
+
+TARGET = list(TORCH_TARGET)
 BEGIN = "<!-- build:begin -->"
 END = "<!-- build:end -->"
 SITE = "python/lib/python3.11/site-packages"
-DEPS = (
-    "filelock",
-    "typing-extensions",
-    "sympy",
-    "mpmath",
-    "networkx",
-    "jinja2",
-    "MarkupSafe",
-    "fsspec",
-    "setuptools",
-)
-TARGET = ["--runtime", "provided.al2023", "--python", "3.11", "--arch", "x86_64"]
 
 
 @dataclass
