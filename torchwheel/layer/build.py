@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from ..atomic import clean_stale, normalize_modes, signals_deferred, temp_dir
+from ..atomic import check_output_dir, clean_stale, normalize_modes, signals_deferred, temp_dir
 from ..deps import Closure, Pin
-from ..errors import InputError, TorchwheelError
+from ..errors import TorchwheelError
 from ..index import IndexClient
 from ..packed import DEFAULT_LEVEL as PACKED_DEFAULT_LEVEL
 from ..packed import (
@@ -264,15 +264,9 @@ def _zip(
 
 
 def _prepare_tree_dir(tree: Path) -> Path:
-    """A fresh temporary directory next to ``tree`` (refuses to clobber foreign content)."""
-    if tree.exists():
-        if not tree.is_dir():
-            raise InputError(f"{tree}: exists and is not a directory")
-        extra = [p.name for p in tree.iterdir() if p.name != "python"]
-        if extra:
-            raise InputError(
-                f"{tree}: not empty ({', '.join(sorted(extra)[:3])}); refusing to replace it"
-            )
+    """A fresh temporary directory next to ``tree``, which is checked again as
+    :class:`BuildOptions` checked it (it may have changed during the build)."""
+    check_output_dir(tree)
     tree.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=tree.parent, prefix=f".{tree.name}.{os.getpid()}."))
 
