@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.elves import Elves
-from tests.support.layers import SITE311, install_wheel, make_layer
+from tests.support.layers import SITE311, install_wheel, libz_so, make_layer
 from tests.support.wheels import make_wheel, record_hash
 from torchwheel.checks import CODES, EXPANDERS, CheckReport, Expansion, LayerEntry, check
 from torchwheel.errors import ArchiveError, InputError
@@ -574,20 +574,10 @@ def test_record_hash_helper_matches() -> None:
 
 def test_unconfirmed_system_library_is_a_warning_that_says_so(tmp_path: Path) -> None:
     """libz.so.1 is assumed on the image, but no source lists it: a warning, not silence."""
-    import shutil
     import subprocess
 
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    src = tmp_path / "usez.c"
-    src.write_text("#include <zlib.h>\nconst char *v(void){return zlibVersion();}\n")
-    so = tmp_path / "libusez.so"
-    done = subprocess.run(
-        ["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
-    layer = make_layer(tmp_path / "z.zip", {"python/usez.so": so.read_bytes()})
+    so = libz_so(tmp_path)
+    layer = make_layer(tmp_path / "z.zip", {"python/usez.so": so})
     r = check([layer], runtime="provided.al2023", python="3.12")
     (f,) = r.findings
     assert f.code == "unconfirmed-system-library" and f.severity == "warning"
@@ -599,6 +589,6 @@ def test_unconfirmed_system_library_is_a_warning_that_says_so(tmp_path: Path) ->
     if libz.is_file():
         both = make_layer(
             tmp_path / "zz.zip",
-            {"python/usez.so": so.read_bytes(), "lib/libz.so.1": libz.read_bytes()},
+            {"python/usez.so": so, "lib/libz.so.1": libz.read_bytes()},
         )
         assert check([both], runtime="provided.al2023", python="3.12").findings == ()

@@ -5,14 +5,12 @@ pyproject.toml sets a project's policy once."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.indexserver import IndexServer
-from tests.support.layers import make_layer
+from tests.support.layers import libz_so, make_layer
 from tests.support.wheels import make_wheel
 from torchwheel.checks import CODES, WARNING, Finding
 from torchwheel.checks.policy import ACTIONABLE, INFORMATIONAL
@@ -32,17 +30,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def libz_layer(tmp_path: Path) -> Path:
     """A layer whose only finding is informational: an .so that needs libz.so.1."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    src = tmp_path / "usez.c"
-    src.write_text("#include <zlib.h>\nconst char *v(void){return zlibVersion();}\n")
-    so = tmp_path / "libusez.so"
-    done = subprocess.run(
-        ["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
-    return make_layer(tmp_path / "z.zip", {"python/usez.so": so.read_bytes()})
+    return make_layer(tmp_path / "z.zip", {"python/usez.so": libz_so(tmp_path)})
 
 
 @pytest.fixture

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import struct
+import subprocess
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +53,21 @@ def make_layer(
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, target.encode())
     return path
+
+
+def libz_so(tmp_path: Path) -> bytes:
+    """A shared object built with gcc that needs libz.so.1 (skips without gcc or zlib)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    src = tmp_path / "usez.c"
+    src.write_text("#include <zlib.h>\nconst char *v(void){return zlibVersion();}\n")
+    so = tmp_path / "libusez.so"
+    done = subprocess.run(
+        ["gcc", "-shared", "-fPIC", str(src), "-o", str(so), "-lz"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot link against zlib here: {done.stderr.strip()[:200]}")
+    return so.read_bytes()
 
 
 def wheel_members(wheel: Path) -> dict[str, bytes]:
